@@ -1,0 +1,1 @@
+"""edgecodec.export."""

@@ -1,0 +1,46 @@
+"""The PyTorch reference decoder (eager, fp32), on CPU or CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from edgecodec.errors import RuntimeUnavailable
+from edgecodec.weights import LoadedModel, load_model
+
+from .base import Decoder, RuntimeInfo
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeUnavailable("CUDA was requested but torch sees no CUDA device here")
+    return torch.device(device)
+
+
+class TorchDecoder(Decoder):
+    name = "torch"
+
+    def __init__(self, model: str | LoadedModel = "tiny", device: str = "auto", threads: int | None = None):
+        loaded = model if isinstance(model, LoadedModel) else load_model(model)
+        super().__init__(loaded.codec.stream_spec())
+        self.loaded = loaded
+        self.device = resolve_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        self.codec = loaded.codec.to(self.device).eval()
+
+    @property
+    def info(self) -> RuntimeInfo:
+        dev = next(self.codec.parameters()).device
+        label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+        return RuntimeInfo("torch", f"{dev.type}:{label}" if dev.type == "cuda" else "cpu", "fp32",
+                           details={"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                    "model": self.loaded.source})
+
+    @torch.inference_mode()
+    def run_graph(self, indices: np.ndarray, noise: np.ndarray, rate: int) -> np.ndarray:
+        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device)
+        eps = torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)).to(self.device)
+        return self.codec.decode_graph(idx, eps, rate).float().cpu().numpy()

@@ -1,0 +1,227 @@
+"""`edgecodec <verb>`: user mistakes end with one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import EdgecodecError
+
+DEFAULT_MODEL = "tiny"
+
+
+def _say(msg: str) -> None:
+    print(f"edgecodec: {msg}", file=sys.stderr)
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None, leave=False)
+
+
+def _read_bytes(path: str) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise EdgecodecError(f"no such file: {path}")
+    return p.read_bytes()
+
+
+def _decoder(args, loaded=None):
+    from edgecodec.runtimes import create_decoder
+
+    model = loaded if loaded is not None else args.model
+    return create_decoder(args.runtime, model=model, bundle=getattr(args, "bundle", None))
+
+
+# --- verbs ----------------------------------------------------------------------------------
+
+def cmd_encode(args) -> int:
+    from .coding import encode_image
+    from .imageio import load_image, write_bytes_atomic
+    from .metrics import bpp
+    from .weights import load_model
+
+    rgb = load_image(args.image, max_pixels=args.max_pixels, notify=_say)
+    loaded = load_model(args.model)
+    data = encode_image(loaded.codec, rgb, args.rate, seed=args.seed)
+    write_bytes_atomic(args.output, data)
+    h, w = rgb.shape[:2]
+    print(f"{args.output}: {w}x{h}, rate {args.rate}, {len(data)} bytes, {bpp(len(data), h, w):.4f} bpp")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    from .imageio import save_png
+
+    data = _read_bytes(args.input)
+    decoder = _decoder(args)
+    image = decoder.decode(data)
+    save_png(args.output, image)
+    info = decoder.info
+    print(f"{args.output}: {image.shape[1]}x{image.shape[0]} decoded by {info.backend} on {info.device} "
+          f"({info.precision}) in {sum(decoder.last_timings.values()):.0f} ms")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from . import bitstream
+    from .metrics import bpp
+
+    data = _read_bytes(args.input)
+    hdr = bitstream.read_header(data)
+    out = {"width": hdr.width, "height": hdr.height, "rate": hdr.rate, "bytes": len(data),
+           "bpp": bpp(len(data), hdr.height, hdr.width), "fingerprint": hdr.fingerprint.hex(),
+           "seed": hdr.seed, "version": hdr.version, "payload_bytes": hdr.payload_bytes}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for k, v in out.items():
+            print(f"{k:14s} {v:.5f}" if isinstance(v, float) else f"{k:14s} {v}")
+    return 0
+
+
+def _run_eval(args, images: list[tuple[str, object]], on_stream=None) -> dict:
+    from .evaluate import evaluate, parse_rates
+    from .weights import load_model
+
+    loaded = load_model(args.model)
+    rates = parse_rates(args.rate, loaded.codec.cfg.num_rates)
+    decoder = _decoder(args, loaded)
+    with _progress(len(images) * len(rates), "eval") as bar:
+        return evaluate(loaded, decoder, images, rates, on_stream=on_stream, progress=lambda: bar.update())
+
+
+def _print_summary(result: dict) -> None:
+    rt = result["runtime"]
+    print(f"model {result['model']['name']} ({result['model']['source']}), runtime {rt['backend']} on {rt['device']}")
+    print(f"{'rate':>4} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8}")
+    for row in result["per_rate"]:
+        ms = "-" if row["ms_ssim"] is None else f"{row['ms_ssim']:.4f}"
+        print(f"{row['rate']:>4} {row['bpp']:>8.4f} {row['psnr']:>8.2f} {ms:>8}")
+
+
+def cmd_eval(args) -> int:
+    from .imageio import list_images, load_image, write_text_atomic
+
+    images = [(p.name, load_image(p, max_pixels=args.max_pixels, notify=_say)) for p in list_images(args.dir)]
+    result = _run_eval(args, images)
+    write_text_atomic(args.json, json.dumps(result, indent=2))
+    _print_summary(result)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Encode, decode and evaluate the photos that installed packages ship (no data needed)."""
+    from .imageio import sample_images, save_png, write_bytes_atomic, write_text_atomic
+
+    out = Path(args.output)
+    images = sorted(sample_images().items())
+
+    def keep(name: str, rate: int, data: bytes, image) -> None:
+        write_bytes_atomic(out / "streams" / f"{name}_r{rate}.edc", data)
+        save_png(out / "decoded" / f"{name}_r{rate}.png", image)
+
+    for name, rgb in images:
+        save_png(out / "images" / f"{name}.png", rgb)
+    result = _run_eval(args, images, on_stream=keep)
+    write_text_atomic(out / "eval.json", json.dumps(result, indent=2))
+    _print_summary(result)
+    print(f"streams, decoded images and eval.json are in {out}/")
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from edgecodec.runtimes import BACKENDS, probe
+
+    rows = []
+    for name, b in BACKENDS.items():
+        ok, why = probe(name)
+        rows.append({"runtime": name, "device": b.device, "precisions": list(b.precisions),
+                     "needs_bundle": b.needs_bundle, "usable": ok, "reason": why})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            state = "usable" if r["usable"] else f"not usable: {r['reason']}"
+            print(f"{r['runtime']:18s} {r['device']:6s} {','.join(r['precisions']):10s} {state}")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+def _max_pixels(p: argparse.ArgumentParser) -> None:
+    from .imageio import DEFAULT_MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse larger input images (default {DEFAULT_MAX_PIXELS})")
+
+
+def _decoding(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="auto", help="decoder backend (see `edgecodec devices`; default auto)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name or .safetensors path (default tiny)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgecodec", description=__doc__)
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("encode", help="image -> .edc stream")
+    p.add_argument("image")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--rate", type=int, default=0, help="rate index, 0 = lowest bpp (default 0)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name or .safetensors path (default tiny)")
+    p.add_argument("--seed", type=int, default=None, help="noise seed to store (default: derived from the code)")
+    _max_pixels(p)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help=".edc stream -> PNG")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    _decoding(p)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("info", help="describe a .edc stream")
+    p.add_argument("input")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("eval", help="rate-distortion of a folder of images")
+    p.add_argument("dir")
+    p.add_argument("--rate", default="all", help="rate index, comma list or 'all' (default all)")
+    p.add_argument("--json", required=True, help="where to write the results")
+    _decoding(p)
+    _max_pixels(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="encode, decode and evaluate the sample photos installed packages ship")
+    p.add_argument("-o", "--output", default="edgecodec-demo")
+    p.add_argument("--rate", default="all")
+    _decoding(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("devices", help="which decoder backends are usable here, and why not")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgecodecError as exc:
+        _say(f"error: {exc}")
+        return exc.exit_code
+    except (OSError, MemoryError) as exc:
+        _say(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The DiffO-style codec: pixel autoencoder, VQ-residual latent code, one-step Swin-UNet denoiser.
+
+    encode: image -> pixel_vq.encode -> latent_vq.encode -> residual VQ -> indices
+    decode: indices -> codebook lookup -> latent_vq.decode (z_base)
+            -> (z_base + sigma(r) * noise) * input_scale(r) -> ONE denoiser call at t(r) -> x0
+            -> pixel_vq.decode -> image
+
+Submodule names map onto DiffO's checkpoints by prefix: pixel_vq <- GT_vq_model,
+latent_vq <- vq_model, denoiser <- ema_model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .autoencoder import Autoencoder
+from .config import CodecConfig
+from .denoiser import SwinUNet
+from .quantizer import ResidualVQ
+from .rate import rate_table
+from .spec import StreamSpec, compute_fingerprint
+
+
+class Codec(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.pixel_vq = Autoencoder(cfg.pixel)
+        self.latent_vq = Autoencoder(cfg.latent, code_channels=cfg.code_dim)
+        self.latent_vq.quantize = ResidualVQ(cfg.codebook_size, cfg.code_dim, cfg.residual_stages)
+        self.denoiser = SwinUNet(cfg.denoiser, cfg.latent_channels, cfg.code_dim)
+        self.rates = rate_table(cfg.rate.sigma_max, cfg.rate.decay, cfg.num_rates)
+
+    # --- encode side -------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_indices(self, x: torch.Tensor, rate: int) -> torch.Tensor:
+        """x: (1, 3, Hp, Wp) in [-1, 1] -> (1, rate + 1, Hp/16, Wp/16) int64."""
+        e = self.latent_vq.encode(self.pixel_vq.encode(x))
+        return self.latent_vq.quantize.quantize(e, rate + 1)
+
+    # --- decode side (the graph that gets exported) ----------------------------------------
+    def decode_latent(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codebook lookup and latent decoder: returns (code, z_base)."""
+        code = self.latent_vq.quantize.dequantize(indices)
+        return code, self.latent_vq.decode(code)
+
+    def denoise(self, z_base: torch.Tensor, code: torch.Tensor, noise: torch.Tensor, rate: int) -> torch.Tensor:
+        p = self.rates[rate]
+        x_t = (z_base + p.sigma * noise) * p.input_scale
+        t = torch.full((z_base.shape[0],), p.timestep, dtype=torch.float32, device=z_base.device)
+        return self.denoiser(x_t, self.denoiser.time_embedding(t), code)
+
+    def render(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel decoder; maps [-1, 1] to a [0, 1] image."""
+        return ((self.pixel_vq.decode(z) + 1.0) * 0.5).clamp(0.0, 1.0)
+
+    def decode_graph(self, indices: torch.Tensor, noise: torch.Tensor, rate: int) -> torch.Tensor:
+        code, z_base = self.decode_latent(indices)
+        return self.render(self.denoise(z_base, code, noise, rate))
+
+    def decode_without_denoiser(self, indices: torch.Tensor) -> torch.Tensor:
+        """Ablation: the dequantized latent straight through the pixel decoder."""
+        return self.render(self.decode_latent(indices)[1])
+
+    # --- what streams depend on ---------------------------------------------------------------
+    def stream_spec(self) -> StreamSpec:
+        cfg = self.cfg
+        codebooks = [cb.detach().cpu().float().numpy() for cb in self.latent_vq.quantize.codebooks()]
+        spec = StreamSpec(model=cfg.name, downsample=cfg.downsample, multiple=cfg.multiple,
+                          latent_channels=cfg.latent_channels, codebook_size=cfg.codebook_size,
+                          prior_counts=self.latent_vq.quantize.prior.cpu().numpy(), rates=self.rates)
+        spec.fingerprint = compute_fingerprint(spec, codebooks)
+        return spec
+
+
+class DecodeGraph(nn.Module):
+    """The exported unit: (indices, noise) -> image in [0, 1], with the rate (timestep) folded in."""
+
+    def __init__(self, codec: Codec, rate: int):
+        super().__init__()
+        self.codec, self.rate = codec, rate
+
+    def forward(self, indices: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.codec.decode_graph(indices, noise, self.rate)
+
+
+def decode_side_modules(codec: Codec) -> list[nn.Module]:
+    """What a decoder carries: codebooks, latent decoder, denoiser, pixel decoder."""
+    lv, pv = codec.latent_vq, codec.pixel_vq
+    return [lv.quantize, lv.post_quant_conv, lv.decoder, codec.denoiser, pv.post_quant_conv, pv.decoder]
+
+
+def decode_side_parameters(codec: Codec) -> int:
+    return sum(p.numel() for m in decode_side_modules(codec) for p in m.parameters())
+
+
+__all__ = ["Codec", "DecodeGraph", "decode_side_modules", "decode_side_parameters"]

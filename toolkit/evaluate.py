@@ -1,0 +1,58 @@
+"""Rate-distortion evaluation: encode every image at every requested rate, decode, measure.
+
+One JSON schema for `edgecodec eval`, the demo and (later) the pipeline report:
+{"model", "runtime", "mean": {"bpp", "psnr", "ms_ssim"}, "per_rate": [...], "images": [...]}.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .coding import encode_image
+from .metrics import bpp, mean_or_none, ms_ssim, psnr
+from .weights import LoadedModel
+
+
+def evaluate(loaded: LoadedModel, decoder, images: Iterable[tuple[str, np.ndarray]], rates: list[int],
+             on_stream: Callable[[str, int, bytes, np.ndarray], None] | None = None,
+             progress: Callable[[], None] | None = None) -> dict:
+    rows = []
+    for name, rgb in images:
+        h, w = rgb.shape[:2]
+        for rate in rates:
+            data = encode_image(loaded.codec, rgb, rate)
+            out = decoder.decode(data)
+            if on_stream is not None:
+                on_stream(name, rate, data, out)
+            rows.append({"name": name, "rate": rate, "width": w, "height": h, "bytes": len(data),
+                         "bpp": bpp(len(data), h, w), "psnr": psnr(rgb, out), "ms_ssim": ms_ssim(rgb, out)})
+            if progress is not None:
+                progress()
+    return {
+        "model": {"name": loaded.name, "source": loaded.source, "trained": loaded.trained},
+        "runtime": decoder.info.to_json(),
+        "mean": summarize(rows),
+        "per_rate": [{"rate": r, **summarize([x for x in rows if x["rate"] == r])} for r in rates],
+        "images": rows,
+    }
+
+
+def summarize(rows: list[dict]) -> dict:
+    return {k: mean_or_none(x[k] for x in rows) for k in ("bpp", "psnr", "ms_ssim")}
+
+
+def parse_rates(text: str, num_rates: int) -> list[int]:
+    from .errors import EdgecodecError
+
+    if text == "all":
+        return list(range(num_rates))
+    try:
+        rates = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise EdgecodecError(f"--rate must be an integer, a comma list or 'all', not {text!r}") from None
+    bad = [r for r in rates if not 0 <= r < num_rates]
+    if bad:
+        raise EdgecodecError(f"rate {bad[0]} is not offered (rates 0..{num_rates - 1})")
+    return rates

@@ -1,0 +1,130 @@
+"""Model files: safetensors with the config in the metadata, loaded strictly, and the model registry.
+
+`--model NAME_OR_PATH` resolves here: a built-in config name (`tiny`, `diffo`) loads the weights the
+package ships for it, or seeded random weights when none ship yet (said once, on stderr); anything
+else is a path to a .safetensors file written by `save_codec`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .codec import Codec
+from .config import CONFIGS, CodecConfig
+from .errors import ModelError
+from .imageio import write_bytes_atomic
+
+PACKAGED = Path(__file__).parent / "weights"
+CONFIG_KEY = "edgecodec.config"
+FORMAT_KEY = "edgecodec.format"
+FORMAT = "1"
+
+
+@dataclass
+class LoadedModel:
+    codec: Codec
+    source: str  # file path, or "random(seed=N)"
+    trained: bool
+
+    @property
+    def name(self) -> str:
+        return self.codec.cfg.name
+
+
+def build_codec(cfg: CodecConfig) -> Codec:
+    """Seeded random initialisation: the same weights (and fingerprint) on every run."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.init_seed)
+        codec = Codec(cfg)
+    return codec.eval()
+
+
+def _state_for_file(codec: Codec) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}
+
+
+def save_codec(codec: Codec, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write weights atomically: a killed save never leaves a truncated file under the final name."""
+    from safetensors.torch import save
+
+    meta = {CONFIG_KEY: codec.cfg.to_json(), FORMAT_KEY: FORMAT, **(metadata or {})}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, save(_state_for_file(codec), metadata=meta))
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Like load_state_dict(strict=True) but names what is missing, unexpected or mis-shaped."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    problems = []
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)):
+        if keys:
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            problems.append(f"{len(keys)} {label}: {shown}")
+    if problems:
+        raise ModelError(f"{source} does not match the model: " + "; ".join(problems))
+    module.load_state_dict(state, strict=True)
+
+
+def read_config(path: Path) -> CodecConfig:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for bad headers
+        raise ModelError(f"{path} is not a readable safetensors file ({exc.__class__.__name__})") from None
+    if CONFIG_KEY not in meta:
+        raise ModelError(f"{path} has no edgecodec config in its metadata (not an edgecodec model file)")
+    try:
+        return CodecConfig.from_json(meta[CONFIG_KEY])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path} has an unreadable edgecodec config: {exc}") from None
+
+
+def load_file(path: str | os.PathLike) -> LoadedModel:
+    from safetensors.torch import load_file as st_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    cfg = read_config(path)
+    codec = build_codec(cfg)
+    try:
+        state = st_load(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path} could not be read: {exc}") from None
+    load_state_strict(codec, state, str(path))
+    return LoadedModel(codec.eval(), str(path), trained=True)
+
+
+def packaged_weights(name: str) -> Path | None:
+    path = PACKAGED / f"{name}.safetensors"
+    return path if path.is_file() else None
+
+
+_notified: set[str] = set()
+
+
+def load_model(name_or_path: str = "tiny", quiet: bool = False) -> LoadedModel:
+    if name_or_path in CONFIGS:
+        shipped = packaged_weights(name_or_path)
+        if shipped is not None:
+            return load_file(shipped)
+        cfg = CONFIGS[name_or_path]
+        if not quiet and name_or_path not in _notified:
+            _notified.add(name_or_path)
+            print(f"edgecodec: note: model '{name_or_path}' has no trained weights here; "
+                  f"using seeded random weights (seed {cfg.init_seed}), so decoded images are not meaningful",
+                  file=sys.stderr)
+        return LoadedModel(build_codec(cfg), f"random(seed={cfg.init_seed})", trained=False)
+    if name_or_path.endswith(".safetensors") or os.path.sep in name_or_path or Path(name_or_path).exists():
+        return load_file(name_or_path)
+    raise ModelError(f"unknown model '{name_or_path}': use one of {', '.join(CONFIGS)} or a .safetensors path")
