@@ -47,9 +47,17 @@ class Codec(nn.Module):
 
     def denoise(self, z_base: torch.Tensor, code: torch.Tensor, noise: torch.Tensor, rate: int) -> torch.Tensor:
         p = self.rates[rate]
-        x_t = (z_base + p.sigma * noise) * p.input_scale
-        t = torch.full((z_base.shape[0],), p.timestep, dtype=torch.float32, device=z_base.device)
-        return self.denoiser(x_t, self.denoiser.time_embedding(t), code)
+        return self.denoise_at(z_base, code, noise, p.sigma, p.input_scale, p.timestep)
+
+    def denoise_at(self, z_base, code, noise, sigma, input_scale, timestep) -> torch.Tensor:
+        """One denoiser call; sigma/input_scale/timestep are floats, or (B,) tensors when training
+        on mixed rates."""
+        col = lambda v: v.view(-1, 1, 1, 1) if torch.is_tensor(v) else v  # noqa: E731
+        x_t = (z_base + col(sigma) * noise) * col(input_scale)
+        t = (timestep if torch.is_tensor(timestep)
+             else torch.full((z_base.shape[0],), timestep, dtype=torch.float32, device=z_base.device))
+        x0 = self.denoiser(x_t, self.denoiser.time_embedding(t), code)
+        return z_base + x0 if self.cfg.denoiser.residual else x0
 
     def render(self, z: torch.Tensor) -> torch.Tensor:
         """Pixel decoder; maps [-1, 1] to a [0, 1] image."""

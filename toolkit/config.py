@@ -42,6 +42,9 @@ class DenoiserConfig:
     window_sizes: tuple[int, ...]  # one per level; the middle block uses the last
     mlp_ratio: float = 4.0
     norm_groups: int = 32
+    # False: predict x0 directly (DiffO). True: predict x0 - z_base, which a small model trained
+    # briefly on a CPU learns far more easily; the output conv then starts at zero.
+    residual: bool = False
 
     @property
     def multiple(self) -> int:
@@ -138,7 +141,8 @@ TINY = CodecConfig(
                              io_channels=32, z_channels=32, norm_groups=8),
     denoiser=DenoiserConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                             cond_channels=16, swin_embed_dim=32, swin_head_channels=16,
-                            swin_depth=2, window_sizes=(4, 2), mlp_ratio=2.0, norm_groups=8),
+                            swin_depth=2, window_sizes=(4, 2), mlp_ratio=2.0, norm_groups=8,
+                            residual=True),
     rate=RateConfig(sigma_max=1.0, decay=0.5),
     codebook_size=256,
     code_dim=32,

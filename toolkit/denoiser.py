@@ -115,6 +115,9 @@ class SwinUNet(nn.Module):
                 self.output_blocks.append(EmbedSequential(*layers))
 
         self.out = nn.Sequential(group_norm(ch, g), nn.SiLU(), nn.Conv2d(ch, latent_channels, 3, padding=1))
+        if cfg.residual:
+            nn.init.zeros_(self.out[2].weight)
+            nn.init.zeros_(self.out[2].bias)
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         return self.time_embed(timestep_embedding(t, self.model_channels))
