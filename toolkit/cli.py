@@ -133,6 +133,28 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .train import Recipe, Trainer
+
+    recipe = Recipe(seed=args.seed)
+    if args.steps is not None:
+        recipe.steps = args.steps
+    if args.batch is not None:
+        recipe.batch = (args.batch,) * 3
+    if args.crop is not None:
+        recipe.crop = (args.crop,) * 3
+    trainer = Trainer(args.config, args.data, args.out, recipe, val=args.val)
+    if args.resume:
+        trainer.load_checkpoint()
+    trainer.run(stop_after=args.stop_after)
+    if trainer.stage_index >= 3:
+        print(f"model written to {Path(args.out) / 'model.safetensors'} after {trainer.step} steps "
+              f"({trainer.wall / 60:.1f} min of training)")
+    else:
+        print(f"stopped at step {trainer.step}; continue with --resume")
+    return 0
+
+
 def cmd_devices(args) -> int:
     from edgecodec.runtimes import BACKENDS, probe
 
@@ -201,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", default="all")
     _decoding(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a codec config on a folder of images (stages: pixel, latent, denoiser)")
+    p.add_argument("--config", default="tiny", help="config name (tiny, diffo)")
+    p.add_argument("--data", required=True, help="folder of training images")
+    p.add_argument("--val", default=None, help="folder of validation images (first 8 used)")
+    p.add_argument("--out", required=True, help="run directory: checkpoint.pt, train.log, model.safetensors")
+    p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/checkpoint.pt")
+    p.add_argument("--steps", type=int, default=None, help="total steps over all stages (default 12000)")
+    p.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after N steps this run")
+    p.add_argument("--batch", type=int, default=None, help="batch size for every stage")
+    p.add_argument("--crop", type=int, default=None, help="crop size for every stage (multiple of 64 for tiny)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("devices", help="which decoder backends are usable here, and why not")
     p.add_argument("--json", action="store_true")

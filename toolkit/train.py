@@ -1,0 +1,413 @@
+"""Training recipe for the codec family, in the stages the method needs.
+
+  1. pixel     the pixel autoencoder (image <-> continuous latent at 1/16), MSE + L1 in pixels;
+               at the end the latent is rescaled to unit variance (folded into the 1x1 convs),
+               so the rate table's sigma means the same thing for every model.
+  2. latent    the latent VQ model: latent encoder -> base + residual VQ (EMA k-means codebooks,
+               dead-code restarts, straight-through) -> latent decoder, trained on every rate's
+               prefix sum at once; then the entropy prior = index histograms of the train set.
+  3. denoiser  the one-step Swin-UNet with the rate-aware noise of every rate (a random rate per
+               sample), jointly with the pixel decoder, on pixel MSE plus a latent MSE.
+
+Resume is exact: the checkpoint holds weights, optimizer, EMA codebook statistics, the data
+sampler's and torch's RNG states, and the step. Only data on disk is read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .codec import Codec
+from .config import CONFIGS
+from .errors import EdgecodecError
+from .frames import to_model_input
+from .imageio import list_images, load_image, write_text_atomic
+from .weights import build_codec, save_codec
+
+STAGES = ("pixel", "latent", "denoiser")
+
+
+@dataclass
+class Recipe:
+    steps: int = 12000
+    fractions: tuple[float, float, float] = (0.45, 0.2, 0.35)
+    lr: float = 2e-4
+    batch: tuple[int, int, int] = (8, 8, 4)
+    crop: tuple[int, int, int] = (128, 128, 256)
+    ema_decay: float = 0.99
+    commit: float = 0.25
+    latent_loss: float = 0.1
+    checkpoint_every: int = 250
+    validate_every: int = 1000
+    seed: int = 0
+
+    def stage_steps(self) -> list[int]:
+        counts = [max(1, int(round(self.steps * f))) for f in self.fractions]
+        counts[-1] = max(1, self.steps - sum(counts[:-1]))
+        return counts
+
+
+# --- data -----------------------------------------------------------------------------------
+
+class CropSampler:
+    """Random crops with flips from images held in memory; its RNG state is checkpointed."""
+
+    def __init__(self, images: list[np.ndarray], seed: int):
+        self.images = images
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+
+    def batch(self, n: int, size: int) -> torch.Tensor:
+        out = np.empty((n, 3, size, size), np.float32)
+        for i in range(n):
+            img = self.images[int(self.rng.integers(len(self.images)))]
+            h, w = img.shape[:2]
+            if h < size or w < size:  # small images are padded by reflection
+                img = np.pad(img, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="reflect")
+                h, w = img.shape[:2]
+            y, x = int(self.rng.integers(h - size + 1)), int(self.rng.integers(w - size + 1))
+            crop = img[y:y + size, x:x + size]
+            if self.rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            out[i] = crop.transpose(2, 0, 1) / 127.5 - 1.0
+        return torch.from_numpy(out)
+
+
+def load_folder(path: str | os.PathLike) -> list[np.ndarray]:
+    return [load_image(p, notify=lambda m: None) for p in list_images(path)]
+
+
+# --- EMA codebooks --------------------------------------------------------------------------
+
+class EmaCodebooks:
+    """k-means by exponential moving average (DiffO's cluster_size / embed_avg), one per VQ stage."""
+
+    def __init__(self, codec: Codec, decay: float):
+        self.books = codec.latent_vq.quantize.codebooks()
+        k, d = self.books[0].shape
+        self.decay = decay
+        self.cluster_size = [torch.zeros(k) for _ in self.books]
+        self.embed_avg = [b.detach().clone() for b in self.books]
+        self.initialised = False
+
+    def state_dict(self) -> dict:
+        return {"cluster_size": self.cluster_size, "embed_avg": self.embed_avg, "initialised": self.initialised}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cluster_size, self.embed_avg = state["cluster_size"], state["embed_avg"]
+        self.initialised = state["initialised"]
+
+    @torch.no_grad()
+    def init_from(self, vectors: torch.Tensor, gen: torch.Generator) -> None:
+        """Seed every stage's codebook with data: base codes from samples, residual stages from
+        the residuals the previous stages leave."""
+        rest = vectors
+        for s, book in enumerate(self.books):
+            pick = torch.randint(0, rest.shape[0], (book.shape[0],), generator=gen)
+            book.copy_(rest[pick])
+            self.embed_avg[s].copy_(book)
+            self.cluster_size[s].fill_(1.0)
+            rest = rest - book[nearest(rest, book)]
+        self.initialised = True
+
+    @torch.no_grad()
+    def update(self, stage: int, vectors: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
+        book, k = self.books[stage], self.books[stage].shape[0]
+        onehot = F.one_hot(idx, k).float()
+        self.cluster_size[stage].mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+        self.embed_avg[stage].mul_(self.decay).add_(onehot.t() @ vectors, alpha=1 - self.decay)
+        n = self.cluster_size[stage].sum()
+        size = (self.cluster_size[stage] + 1e-5) / (n + k * 1e-5) * n  # Laplace smoothing
+        book.copy_(self.embed_avg[stage] / size[:, None])
+        dead = self.cluster_size[stage] < 0.03
+        if dead.any():  # restart unused codes on random current vectors
+            pick = torch.randint(0, vectors.shape[0], (int(dead.sum()),), generator=gen)
+            book[dead] = vectors[pick]
+            self.embed_avg[stage][dead] = vectors[pick]
+            self.cluster_size[stage][dead] = 1.0
+
+
+def nearest(vectors: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+    dist = (vectors * vectors).sum(1, keepdim=True) - 2 * vectors @ book.t() + (book * book).sum(1)[None]
+    return dist.argmin(1)
+
+
+# --- the trainer ----------------------------------------------------------------------------
+
+class Trainer:
+    def __init__(self, config: str, data: str, out: str, recipe: Recipe, val: str | None = None,
+                 log_to_console: bool = True):
+        if config not in CONFIGS:
+            raise EdgecodecError(f"unknown config '{config}': use one of {', '.join(CONFIGS)}")
+        self.recipe, self.out = recipe, Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = _logger(self.out / "train.log", log_to_console)
+        self.codec = build_codec(CONFIGS[config]).train()
+        self.sampler = CropSampler(load_folder(data), recipe.seed)
+        self.val_images = load_folder(val)[:8] if val else []
+        self.gen = torch.Generator().manual_seed(recipe.seed)
+        self.ema = EmaCodebooks(self.codec, recipe.ema_decay)
+        self.step, self.stage_index = 0, 0
+        self.wall = 0.0
+        self.history: list[dict] = []
+        self.optimizer = self._optimizer()
+
+    # parameters trained in each stage
+    def _params(self) -> list[torch.nn.Parameter]:
+        c, stage = self.codec, STAGES[self.stage_index]
+        if stage == "pixel":
+            return list(c.pixel_vq.parameters())
+        if stage == "latent":
+            lv = c.latent_vq
+            return [p for m in (lv.encoder, lv.quant_conv, lv.post_quant_conv, lv.decoder) for p in m.parameters()]
+        return (list(c.denoiser.parameters()) + list(c.pixel_vq.post_quant_conv.parameters())
+                + list(c.pixel_vq.decoder.parameters()))
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        for p in self.codec.parameters():
+            p.requires_grad_(False)
+        params = self._params()
+        for p in params:
+            p.requires_grad_(True)
+        return torch.optim.Adam(params, lr=self.recipe.lr, betas=(0.9, 0.99))
+
+    def _lr(self, local_step: int, total: int) -> float:
+        warm = min(200, max(1, total // 10))
+        if local_step < warm:
+            return self.recipe.lr * (local_step + 1) / warm
+        progress = (local_step - warm) / max(1, total - warm)
+        return self.recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    # --- one step per stage ---
+    def _pixel_step(self, x: torch.Tensor) -> dict:
+        y = self.codec.pixel_vq.decode(self.codec.pixel_vq.encode(x))
+        mse, l1 = F.mse_loss(y, x), F.l1_loss(y, x)
+        return {"loss": mse + 0.1 * l1, "mse": mse}
+
+    def _latent_step(self, x: torch.Tensor) -> dict:
+        c = self.codec
+        with torch.no_grad():
+            z = c.pixel_vq.encode(x)
+        e = c.latent_vq.encode(z)
+        b, d, h, w = e.shape
+        flat = e.permute(0, 2, 3, 1).reshape(-1, d)
+        if not self.ema.initialised:
+            self.ema.init_from(flat.detach(), self.gen)
+        rest, code = flat.detach(), torch.zeros_like(flat)
+        losses, commit = [], 0.0
+        for s, book in enumerate(self.ema.books):
+            idx = nearest(rest, book)
+            self.ema.update(s, rest, idx, self.gen)
+            q = book[idx].detach()
+            code = code + q
+            rest = rest - q
+            st = flat + (code - flat).detach()  # straight-through to the encoder
+            zq = st.reshape(b, h, w, d).permute(0, 3, 1, 2)
+            losses.append(F.mse_loss(c.latent_vq.decode(zq), z))
+            commit = commit + F.mse_loss(flat, code)
+        loss = sum(losses) / len(losses) + self.recipe.commit * commit / len(losses)
+        return {"loss": loss, "mse_r0": losses[0], "mse_top": losses[-1]}
+
+    def _denoiser_step(self, x: torch.Tensor) -> dict:
+        c = self.codec
+        n_rates = c.cfg.num_rates
+        with torch.no_grad():
+            z = c.pixel_vq.encode(x)
+            idx = c.latent_vq.quantize.quantize(c.latent_vq.encode(z), n_rates)
+            rates = torch.randint(0, n_rates, (x.shape[0],), generator=self.gen)
+            keep = (torch.arange(n_rates)[None] <= rates[:, None]).float()  # stages used by each sample
+            lookups = torch.stack([F.embedding(idx[:, s], cb) for s, cb in
+                                   enumerate(c.latent_vq.quantize.codebooks())], 1)  # b,S,h,w,d
+            code = (lookups * keep[:, :, None, None, None]).sum(1).permute(0, 3, 1, 2)
+            z_base = c.latent_vq.decode(code)
+            table = torch.tensor([[p.sigma, p.input_scale, p.timestep] for p in c.rates])[rates]
+            noise = torch.randn(z_base.shape, generator=self.gen)
+        x0 = c.denoise_at(z_base, code, noise, table[:, 0], table[:, 1], table[:, 2])
+        img = c.render(x0)
+        pix = F.mse_loss(img, (x + 1) * 0.5)
+        lat = F.mse_loss(x0, z)
+        return {"loss": pix + self.recipe.latent_loss * lat, "pix_mse": pix, "lat_mse": lat}
+
+    # --- orchestration ---
+    def run(self, stop_after: int | None = None, progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        counts = self.recipe.stage_steps()
+        total = sum(counts)
+        done_this_run = 0
+        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=not progress,
+                   dynamic_ncols=True)
+        while self.step < total:
+            stage = STAGES[self.stage_index]
+            start = sum(counts[: self.stage_index])
+            local = self.step - start
+            if local >= counts[self.stage_index]:
+                self._finish_stage(stage)
+                continue
+            t0 = time.perf_counter()
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._lr(local, counts[self.stage_index])
+            i = self.stage_index
+            x = self.sampler.batch(self.recipe.batch[i], self.recipe.crop[i])
+            out = getattr(self, f"_{stage}_step")(x)
+            self.optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(self._params(), 1.0)
+            self.optimizer.step()
+            self.step += 1
+            done_this_run += 1
+            dt = time.perf_counter() - t0
+            stats = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+            bar.set_postfix(stage=stage, loss=f"{stats['loss']:.4f}", img_s=f"{x.shape[0] / dt:.1f}")
+            bar.update(1)
+            if self.step % 50 == 0:
+                self.log.info(json.dumps({"step": self.step, "stage": stage, **stats,
+                                          "img_per_s": x.shape[0] / dt, "wall_s": round(self.wall, 1)}))
+            if self.val_images and self.step % self.recipe.validate_every == 0:
+                self.validate()
+            if self.step % self.recipe.checkpoint_every == 0:
+                self.save_checkpoint()
+            self.wall += time.perf_counter() - t0  # steps, validation and checkpoints
+            if stop_after is not None and done_this_run >= stop_after:
+                self.save_checkpoint()
+                bar.close()
+                return
+        if self.stage_index < len(STAGES):
+            self._finish_stage(STAGES[self.stage_index])
+        bar.close()
+        self.finish()
+
+    def _finish_stage(self, stage: str) -> None:
+        if stage == "pixel":
+            self.normalise_latent()
+        elif stage == "latent":
+            self.compute_prior()
+        self.log.info(json.dumps({"stage_done": stage, "step": self.step, "wall_s": round(self.wall, 1)}))
+        if self.val_images:
+            self.validate()
+        self.stage_index += 1
+        if self.stage_index < len(STAGES):
+            self.optimizer = self._optimizer()
+        self.save_checkpoint()
+
+    @torch.no_grad()
+    def normalise_latent(self) -> None:
+        """Rescale the pixel latent to unit std; encode/decode of the autoencoder is unchanged."""
+        pv = self.codec.pixel_vq
+        zs = [pv.encode(self.sampler.batch(8, 128)) for _ in range(4)]
+        std = float(torch.cat(zs).std())
+        pv.quant_conv.weight.div_(std)
+        pv.quant_conv.bias.div_(std)
+        pv.post_quant_conv.weight.mul_(std)
+        self.log.info(json.dumps({"latent_std_before": std}))
+
+    @torch.no_grad()
+    def compute_prior(self) -> None:
+        """Entropy prior: per-stage index histograms over every training image (+1 smoothing)."""
+        c = self.codec.eval()
+        counts = torch.ones_like(c.latent_vq.quantize.prior)
+        for img in self.sampler.images:
+            x = torch.from_numpy(to_model_input(img, c.cfg.multiple))
+            idx = c.encode_indices(x, c.cfg.num_rates - 1)
+            for s in range(idx.shape[1]):
+                counts[s] += torch.bincount(idx[:, s].reshape(-1), minlength=counts.shape[1])
+        c.latent_vq.quantize.prior.copy_(counts)
+        c.train()
+        probs = counts.float() / counts.sum(1, keepdim=True)
+        bits = -(probs * probs.log2()).sum(1)
+        self.log.info(json.dumps({"prior_entropy_bits": [round(float(b), 3) for b in bits]}))
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        from .metrics import psnr
+
+        c = self.codec.eval()
+        rows = {}
+        for rate in range(c.cfg.num_rates):
+            full, plain = [], []
+            for img in self.val_images:
+                h, w = img.shape[:2]
+                x = torch.from_numpy(to_model_input(img, c.cfg.multiple))
+                ref = np.asarray(img)
+                idx = c.encode_indices(x, rate)
+                noise = torch.from_numpy(np.random.Generator(np.random.PCG64(rate)).standard_normal(
+                    (1, c.cfg.latent_channels) + idx.shape[2:], dtype=np.float32))
+                to8 = lambda t: np.rint(t[0, :, :h, :w].permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # noqa
+                full.append(psnr(ref, to8(c.decode_graph(idx, noise, rate))))
+                plain.append(psnr(ref, to8(c.decode_without_denoiser(idx))))
+            rows[rate] = {"psnr": float(np.mean(full)), "psnr_no_denoiser": float(np.mean(plain))}
+        ae = float(np.mean([_ae_psnr(c, img) for img in self.val_images]))
+        c.train()
+        record = {"val_step": self.step, "stage": STAGES[min(self.stage_index, 2)], "ae_psnr": ae, "rates": rows}
+        self.history.append(record)
+        self.log.info(json.dumps(record))
+        return record
+
+    # --- persistence ---
+    def save_checkpoint(self) -> None:
+        state = {
+            "model": self.codec.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict(), "step": self.step, "stage_index": self.stage_index,
+            "sampler": self.sampler.rng.bit_generator.state, "gen": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "wall": self.wall, "history": self.history,
+            "recipe": asdict(self.recipe),
+        }
+        tmp = self.out / "checkpoint.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.out / "checkpoint.pt")
+
+    def load_checkpoint(self) -> None:
+        path = self.out / "checkpoint.pt"
+        if not path.is_file():
+            raise EdgecodecError(f"--resume: no checkpoint in {self.out}")
+        state = torch.load(path, weights_only=False)
+        self.codec.load_state_dict(state["model"])
+        self.step, self.stage_index = state["step"], state["stage_index"]
+        self.ema = EmaCodebooks(self.codec, self.recipe.ema_decay)
+        self.ema.load_state_dict(state["ema"])
+        if self.stage_index < len(STAGES):
+            self.optimizer = self._optimizer()
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.rng.bit_generator.state = state["sampler"]
+        self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        self.wall, self.history = state["wall"], state["history"]
+        self.log.info(json.dumps({"resumed_at": self.step, "stage": STAGES[min(self.stage_index, 2)]}))
+
+    def finish(self) -> Path:
+        meta = {"edgecodec.trained": "true", "edgecodec.steps": str(self.step),
+                "edgecodec.train_wall_s": f"{self.wall:.0f}", "edgecodec.recipe": json.dumps(asdict(self.recipe))}
+        path = self.out / "model.safetensors"
+        save_codec(self.codec.eval(), path, meta)
+        write_text_atomic(self.out / "history.json", json.dumps(self.history, indent=2))
+        self.log.info(json.dumps({"finished": str(path), "steps": self.step, "wall_s": round(self.wall, 1)}))
+        return path
+
+
+def _ae_psnr(codec: Codec, img: np.ndarray) -> float:
+    from .metrics import psnr
+
+    h, w = img.shape[:2]
+    x = torch.from_numpy(to_model_input(img, codec.cfg.multiple))
+    y = ((codec.pixel_vq.decode(codec.pixel_vq.encode(x)) + 1) * 0.5).clamp(0, 1)
+    return psnr(img, np.rint(y[0, :, :h, :w].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+
+
+def _logger(path: Path, console: bool) -> logging.Logger:
+    log = logging.getLogger(f"edgecodec.train.{path}")
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    fh = logging.FileHandler(path)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(fh)
+    log.propagate = False
+    return log
