@@ -68,16 +68,9 @@ def _meta_codec(name):
 
 
 def _decode_flops(codec, height, width):
-    from torch.utils.flop_counter import FlopCounterMode
+    from edgecodec.benchmarks.flops import decode_flops
 
-    cfg = codec.cfg
-    h, w = height // 16, width // 16
-    idx = torch.zeros(1, 1, h, w, dtype=torch.long, device="meta")
-    noise = torch.zeros(1, cfg.latent_channels, h, w, device="meta")
-    counter = FlopCounterMode(display=False)
-    with counter:
-        codec.decode_graph(idx, noise, 0)
-    return counter.get_total_flops()
+    return decode_flops(codec.cfg, height, width)
 
 
 def test_diffo_matches_published_size():

@@ -85,8 +85,12 @@ def cmd_info(args) -> int:
 
 def _run_eval(args, images: list[tuple[str, object]], on_stream=None) -> dict:
     from .evaluate import evaluate, parse_rates
+    from edgecodec.runtimes import bundle_model
+
     from .weights import load_model
 
+    if args.model is None:
+        args.model = bundle_model(args.bundle) if args.bundle else DEFAULT_MODEL
     loaded = load_model(args.model)
     rates = parse_rates(args.rate, loaded.codec.cfg.num_rates)
     decoder = _decoder(args, loaded)
@@ -155,6 +159,22 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from edgecodec.export.exporter import export_bundle, parse_sizes
+
+    from .weights import load_model
+
+    loaded = load_model(args.model)
+    sizes = parse_sizes(args.size, loaded.codec.cfg.multiple)
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bundle = export_bundle(loaded, args.output, formats, args.precision, sizes,
+                           parity_images=args.parity_images, say=_say)
+    for rt, worst in bundle.manifest["parity"]["worst"].items():
+        print(f"parity {rt}: max |diff| {worst['max_abs']:.2e}, min PSNR {worst['min_psnr']:.1f} dB")
+    print(f"bundle written to {bundle.root} ({len(bundle.manifest['files'])} files)")
+    return 0
+
+
 def cmd_devices(args) -> int:
     from edgecodec.runtimes import BACKENDS, probe
 
@@ -183,7 +203,9 @@ def _max_pixels(p: argparse.ArgumentParser) -> None:
 
 def _decoding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default="auto", help="decoder backend (see `edgecodec devices`; default auto)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="model name or .safetensors path (default tiny)")
+    p.add_argument("--bundle", default=None, help="exported bundle directory (for ONNX Runtime / OpenVINO)")
+    p.add_argument("--model", default=None,
+                   help="model name or .safetensors path (default: the bundle's model, else tiny)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", default="all")
     _decoding(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="export the decoder to ONNX / OpenVINO IR in a verified bundle")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name or .safetensors path (default tiny)")
+    p.add_argument("--format", default="onnx,openvino", help="onnx, openvino or both (default both)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--size", required=True, help="HxW[,HxW...] padded image sizes, e.g. 512x768,768x512")
+    p.add_argument("--parity-images", type=int, default=2, help="sample photos used for the parity check")
+    p.add_argument("-o", "--output", required=True, help="bundle directory")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="train a codec config on a folder of images (stages: pixel, latent, denoiser)")
     p.add_argument("--config", default="tiny", help="config name (tiny, diffo)")

@@ -45,27 +45,32 @@ class Codec(nn.Module):
         code = self.latent_vq.quantize.dequantize(indices)
         return code, self.latent_vq.decode(code)
 
-    def denoise(self, z_base: torch.Tensor, code: torch.Tensor, noise: torch.Tensor, rate: int) -> torch.Tensor:
+    def time_embedding(self, rate: int) -> torch.Tensor:
         p = self.rates[rate]
-        return self.denoise_at(z_base, code, noise, p.sigma, p.input_scale, p.timestep)
+        device = next(self.denoiser.parameters()).device
+        return self.denoiser.time_embedding(torch.tensor([p.timestep], dtype=torch.float32, device=device))
 
-    def denoise_at(self, z_base, code, noise, sigma, input_scale, timestep) -> torch.Tensor:
-        """One denoiser call; sigma/input_scale/timestep are floats, or (B,) tensors when training
-        on mixed rates."""
+    def denoise(self, z_base, code, noise, sigma, input_scale, emb) -> torch.Tensor:
+        """The one denoiser call. sigma and input_scale are floats, or (B,) tensors when a batch
+        mixes rates; emb is the time embedding of each sample's t(r)."""
         col = lambda v: v.view(-1, 1, 1, 1) if torch.is_tensor(v) else v  # noqa: E731
         x_t = (z_base + col(sigma) * noise) * col(input_scale)
-        t = (timestep if torch.is_tensor(timestep)
-             else torch.full((z_base.shape[0],), timestep, dtype=torch.float32, device=z_base.device))
-        x0 = self.denoiser(x_t, self.denoiser.time_embedding(t), code)
+        x0 = self.denoiser(x_t, emb, code)
         return z_base + x0 if self.cfg.denoiser.residual else x0
 
     def render(self, z: torch.Tensor) -> torch.Tensor:
         """Pixel decoder; maps [-1, 1] to a [0, 1] image."""
         return ((self.pixel_vq.decode(z) + 1.0) * 0.5).clamp(0.0, 1.0)
 
+    def decode_code(self, code, noise, sigma, input_scale, emb) -> torch.Tensor:
+        """Everything after the codebook lookup; shared by the eager path and the export graph."""
+        z_base = self.latent_vq.decode(code)
+        return self.render(self.denoise(z_base, code, noise, sigma, input_scale, emb))
+
     def decode_graph(self, indices: torch.Tensor, noise: torch.Tensor, rate: int) -> torch.Tensor:
-        code, z_base = self.decode_latent(indices)
-        return self.render(self.denoise(z_base, code, noise, rate))
+        p = self.rates[rate]
+        code = self.latent_vq.quantize.dequantize(indices)
+        return self.decode_code(code, noise, p.sigma, p.input_scale, self.time_embedding(rate))
 
     def decode_without_denoiser(self, indices: torch.Tensor) -> torch.Tensor:
         """Ablation: the dequantized latent straight through the pixel decoder."""
@@ -83,14 +88,31 @@ class Codec(nn.Module):
 
 
 class DecodeGraph(nn.Module):
-    """The exported unit: (indices, noise) -> image in [0, 1], with the rate (timestep) folded in."""
+    """The exported unit: (indices, noise, rate) -> image in [0, 1].
 
-    def __init__(self, codec: Codec, rate: int):
+    One graph serves every rate: the per-rate values (which VQ stages count, sigma, input scale
+    and the time embedding of t(r), run through the time MLP) are folded into constant tables
+    that the rate input indexes. Indices always carry every stage; unused ones are zeros.
+    """
+
+    def __init__(self, codec: Codec):
         super().__init__()
-        self.codec, self.rate = codec, rate
+        self.codec = codec
+        n, stages = codec.cfg.num_rates, codec.cfg.num_rates
+        with torch.no_grad():
+            emb = torch.cat([codec.time_embedding(r) for r in range(n)])
+        self.register_buffer("stage_mask", (torch.arange(stages)[None] <= torch.arange(n)[:, None]).float())
+        self.register_buffer("sigma", torch.tensor([p.sigma for p in codec.rates], dtype=torch.float32))
+        self.register_buffer("input_scale", torch.tensor([p.input_scale for p in codec.rates], dtype=torch.float32))
+        self.register_buffer("emb", emb)
 
-    def forward(self, indices: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.codec.decode_graph(indices, noise, self.rate)
+    def forward(self, indices: torch.Tensor, noise: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+        mask = self.stage_mask[rate]  # (1, S)
+        code = 0
+        for s, cb in enumerate(self.codec.latent_vq.quantize.codebooks()):
+            code = code + mask[:, s, None, None, None] * torch.nn.functional.embedding(indices[:, s], cb)
+        code = code.permute(0, 3, 1, 2)
+        return self.codec.decode_code(code, noise, self.sigma[rate], self.input_scale[rate], self.emb[rate])
 
 
 def decode_side_modules(codec: Codec) -> list[nn.Module]:

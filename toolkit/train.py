@@ -231,7 +231,7 @@ class Trainer:
             z_base = c.latent_vq.decode(code)
             table = torch.tensor([[p.sigma, p.input_scale, p.timestep] for p in c.rates])[rates]
             noise = torch.randn(z_base.shape, generator=self.gen)
-        x0 = c.denoise_at(z_base, code, noise, table[:, 0], table[:, 1], table[:, 2])
+        x0 = c.denoise(z_base, code, noise, table[:, 0], table[:, 1], c.denoiser.time_embedding(table[:, 2]))
         img = c.render(x0)
         pix = F.mse_loss(img, (x + 1) * 0.5)
         lat = F.mse_loss(x0, z)

@@ -1,0 +1,150 @@
+"""The artifact bundle: a directory of graphs plus manifest.json, written atomically, verified on load.
+
+torch-free: runtimes on edge devices read bundles with the standard library and numpy alone.
+
+Atomicity: the bundle is assembled in a hidden sibling directory and renamed into place only after
+every file and the manifest (written last, with every file's sha256) are on disk. A killed export
+leaves at most a `.DIR.partial-*` directory, never a directory that looks like a bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecodec.errors import BundleError
+from edgecodec.spec import StreamSpec
+
+MANIFEST = "manifest.json"
+FORMAT = "edgecodec-bundle"
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: dict
+
+    @property
+    def spec(self) -> StreamSpec:
+        return StreamSpec.from_json(self.manifest["stream_spec"])
+
+    @property
+    def precision(self) -> str:
+        return self.manifest["precision"]
+
+    def graph_for(self, height: int, width: int) -> dict:
+        """The graph entry whose (padded) size fits a stream of height x width pixels."""
+        spec = self.manifest["stream_spec"]
+        m = int(spec["multiple"])
+        size = [-(-height // m) * m, -(-width // m) * m]
+        for g in self.manifest["graphs"]:
+            if list(g["size"]) == size:
+                return g
+        have = ", ".join(f"{g['size'][0]}x{g['size'][1]}" for g in self.manifest["graphs"])
+        raise BundleError(f"bundle {self.root} has graphs for {have}; a {width}x{height} stream needs "
+                          f"{size[0]}x{size[1]} (export with --size {size[0]}x{size[1]})")
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+
+class BundleWriter:
+    """Collects files in a staging directory; `commit` writes the manifest and renames into place."""
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = Path(target).resolve()
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent))
+
+    def path(self, name: str) -> Path:
+        return self.staging / name
+
+    def write_manifest(self, manifest: dict) -> Bundle:
+        """Checksum every staged file and write the manifest into the staging directory; the result
+        can be opened (and run) like a bundle before `commit` makes it visible."""
+        files = {}
+        for p in sorted(self.staging.iterdir()):
+            if p.name != MANIFEST:
+                files[p.name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "files": files}
+        tmp = self.staging / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, self.staging / MANIFEST)
+        return Bundle(self.staging, manifest)
+
+    def commit(self, manifest: dict) -> Bundle:
+        manifest = self.write_manifest(manifest).manifest
+        if self.target.exists():  # replace an old bundle only once the new one is complete
+            old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
+            os.replace(self.target, old / "b")
+            os.replace(self.staging, self.target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.staging, self.target)
+        return Bundle(self.target, manifest)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self) -> "BundleWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def open_bundle(root: str | os.PathLike, verify: bool = True) -> Bundle:
+    """Read and check a bundle: manifest present and well-formed, every file present with its sha256."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BundleError(f"no bundle directory at {root}")
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise BundleError(f"{root} is not a bundle (no {MANIFEST}; an interrupted export leaves none)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{mpath} is not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{mpath} is not an edgecodec bundle manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"bundle format version {manifest.get('format_version')} is not supported "
+                          f"(this edgecodec reads {FORMAT_VERSION})")
+    for key in ("stream_spec", "graphs", "files", "precision", "model"):
+        if key not in manifest:
+            raise BundleError(f"{mpath} lacks '{key}'")
+    if verify:
+        for name, meta in manifest["files"].items():
+            p = root / name
+            if Path(name).name != name:
+                raise BundleError(f"bundle manifest names a file outside the bundle: {name}")
+            if not p.is_file():
+                raise BundleError(f"bundle {root} is incomplete: {name} is missing")
+            if p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
+                raise BundleError(f"bundle {root} was modified: {name} does not match its sha256 in the manifest")
+        for g in manifest["graphs"]:
+            for f in g["files"].values():
+                if f not in manifest["files"]:
+                    raise BundleError(f"bundle manifest lists graph file {f} without a checksum")
+    try:
+        spec = StreamSpec.from_json(manifest["stream_spec"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{mpath} has an unreadable stream_spec: {exc}") from None
+    if spec.fingerprint.hex() != manifest["model"].get("fingerprint"):
+        raise BundleError(f"{mpath}: stream_spec fingerprint does not match the model's")
+    return Bundle(root, manifest)

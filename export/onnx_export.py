@@ -1,0 +1,66 @@
+"""torch -> ONNX for the decode graph (static shapes: the Swin masks are per-shape constants)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from edgecodec.codec import Codec, DecodeGraph
+
+INPUTS = ("indices", "noise", "rate")
+OUTPUTS = ("image",)
+OPSET = 17
+
+
+def example_inputs(codec: Codec, height: int, width: int) -> tuple[torch.Tensor, ...]:
+    spec = codec.stream_spec()
+    h, w = spec.latent_size(height, width)
+    return (torch.zeros(1, codec.cfg.num_rates, h, w, dtype=torch.int64),
+            torch.zeros(1, codec.cfg.latent_channels, h, w, dtype=torch.float32),
+            torch.zeros(1, dtype=torch.int64))
+
+
+def io_description(codec: Codec, height: int, width: int) -> dict:
+    ins = example_inputs(codec, height, width)
+    dt = {torch.int64: "int64", torch.float32: "float32"}
+    return {"inputs": [{"name": n, "dtype": dt[t.dtype], "shape": list(t.shape)} for n, t in zip(INPUTS, ins)],
+            "outputs": [{"name": "image", "dtype": "float32", "shape": [1, 3, height, width]}]}
+
+
+def export_onnx(codec: Codec, height: int, width: int, path: Path, precision: str = "fp32") -> None:
+    import onnx
+
+    graph = DecodeGraph(codec.cpu().eval()).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation chatter
+        torch.onnx.export(graph, example_inputs(codec, height, width), str(path), input_names=list(INPUTS),
+                          output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False,
+                          do_constant_folding=True)
+    if precision == "fp16":
+        to_fp16(path)
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def to_fp16(path: Path) -> None:
+    """fp16 weights and compute, with fp32 graph inputs/outputs. Resize keeps fp32 (its scales
+    would become an invalid fp16 tensor) and so do softmax and norms, which overflow in fp16."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(path))
+    model = convert_float_to_float16(model, keep_io_types=True,
+                                     op_block_list=["Resize", "Softmax", "GroupNormalization",
+                                                    "InstanceNormalization", "ReduceMean", "Pow", "Sqrt",
+                                                    "Range", "Gather"])
+    onnx.save(model, str(path))
+
+
+def onnx_ops(path: Path) -> set[str]:
+    import onnx
+
+    return {(n.domain or "ai.onnx") + "::" + n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+__all__ = ["export_onnx", "example_inputs", "io_description", "onnx_ops", "INPUTS", "OUTPUTS"]

@@ -1,0 +1,13 @@
+"""ONNX -> OpenVINO IR (FP32, or FP16-compressed weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def export_openvino(onnx_path: Path, xml_path: Path, precision: str = "fp32") -> None:
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    # save_model compresses weights to FP16 unless told not to (toolchain.md)
+    ov.save_model(model, str(xml_path), compress_to_fp16=(precision == "fp16"))
