@@ -13,13 +13,15 @@ from .base import Decoder
 
 
 class BundleDecoder(Decoder):
-    def __init__(self, bundle: str | Bundle):
+    def __init__(self, bundle: str | Bundle, sizes: list[tuple[int, int]] | None = None):
         t0 = time.perf_counter()
         self.bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
         super().__init__(self.bundle.spec)
         self.setup_timings = {"verify_ms": (time.perf_counter() - t0) * 1e3, "read_ms": 0.0, "compile_ms": 0.0}
         self._graphs: dict[tuple[int, int], object] = {}
         for g in self.bundle.manifest["graphs"]:
+            if sizes is not None and tuple(g["size"]) not in {tuple(s) for s in sizes}:
+                continue  # compile only what will run
             t1 = time.perf_counter()
             loaded = self.load_graph(g)
             t2 = time.perf_counter()

@@ -32,12 +32,12 @@ def provider_chain(device: str, cache_dir: Path, precision: str) -> list:
 
 
 class OrtDecoder(BundleDecoder):
-    def __init__(self, bundle, device: str = "cpu", threads: int | None = None):
+    def __init__(self, bundle, device: str = "cpu", threads: int | None = None, sizes=None):
         import onnxruntime as ort
 
         self.ort, self.device, self.threads = ort, device, threads
         self.cache_dir = Path(os.environ.get("EDGECODEC_CACHE", Path.home() / ".cache" / "edgecodec")) / "ort"
-        super().__init__(bundle)
+        super().__init__(bundle, sizes)
         self.name = f"onnxruntime-{device}"
 
     def load_graph(self, graph: dict) -> bytes:

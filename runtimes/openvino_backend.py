@@ -16,7 +16,7 @@ DEVICES = {"cpu": "CPU", "gpu": "GPU", "auto": "AUTO"}
 
 
 class OvDecoder(BundleDecoder):
-    def __init__(self, bundle, device: str = "cpu", threads: int | None = None):
+    def __init__(self, bundle, device: str = "cpu", threads: int | None = None, sizes=None):
         import openvino as ov
 
         self.ov, self.device = ov, DEVICES[device]
@@ -28,7 +28,7 @@ class OvDecoder(BundleDecoder):
         if self.device != "AUTO" and self.device not in self.core.available_devices:
             raise RuntimeUnavailable(f"OpenVINO device {self.device} is not available here "
                                      f"(available: {', '.join(self.core.available_devices)})")
-        super().__init__(bundle)
+        super().__init__(bundle, sizes)
         self.name = f"openvino-{device}"
 
     def load_graph(self, graph: dict):

@@ -101,10 +101,21 @@ def _run_eval(args, images: list[tuple[str, object]], on_stream=None) -> dict:
 def _print_summary(result: dict) -> None:
     rt = result["runtime"]
     print(f"model {result['model']['name']} ({result['model']['source']}), runtime {rt['backend']} on {rt['device']}")
-    print(f"{'rate':>4} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8}")
+    extra = {r["rate"]: r for r in result.get("ablation", [])}
+    base = {r["rate"]: r for r in result.get("baselines", [])}
+    head = f"{'rate':>4} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8}"
+    head += f" {'no-denoiser dB':>15}" if extra else ""
+    head += f" {'JPEG bpp':>9} {'WebP bpp':>9}" if base else ""
+    print(head)
     for row in result["per_rate"]:
         ms = "-" if row["ms_ssim"] is None else f"{row['ms_ssim']:.4f}"
-        print(f"{row['rate']:>4} {row['bpp']:>8.4f} {row['psnr']:>8.2f} {ms:>8}")
+        line = f"{row['rate']:>4} {row['bpp']:>8.4f} {row['psnr']:>8.2f} {ms:>8}"
+        if extra:
+            line += f" {extra[row['rate']]['psnr_without_denoiser']:>15.2f}"
+        if base:
+            b = base[row["rate"]]
+            line += f" {b['jpeg_bpp']:>9.4f} {b['webp_bpp']:>9.4f}"
+        print(line)
 
 
 def cmd_eval(args) -> int:
@@ -112,6 +123,15 @@ def cmd_eval(args) -> int:
 
     images = [(p.name, load_image(p, max_pixels=args.max_pixels, notify=_say)) for p in list_images(args.dir)]
     result = _run_eval(args, images)
+    if args.ablation:
+        from .evaluate import ablation
+        from .weights import load_model
+
+        result["ablation"] = ablation(load_model(args.model), images, [r["rate"] for r in result["per_rate"]])
+    if args.baselines:
+        from edgecodec.benchmarks.baselines import compare
+
+        result["baselines"] = compare(dict(images), result["images"])
     write_text_atomic(args.json, json.dumps(result, indent=2))
     _print_summary(result)
     return 0
@@ -236,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--rate", default="all", help="rate index, comma list or 'all' (default all)")
     p.add_argument("--json", required=True, help="where to write the results")
+    p.add_argument("--ablation", action="store_true", help="also decode without the denoiser (torch)")
+    p.add_argument("--baselines", action="store_true", help="also find the bpp JPEG and WebP need for our PSNR")
     _decoding(p)
     _max_pixels(p)
     p.set_defaults(func=cmd_eval)
@@ -267,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=None, help="crop size for every stage (multiple of 64 for tiny)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
+
+    from edgecodec.benchmarks.cli import add_bench_parser
+
+    add_bench_parser(sub)
 
     p = sub.add_parser("devices", help="which decoder backends are usable here, and why not")
     p.add_argument("--json", action="store_true")

@@ -39,6 +39,34 @@ def evaluate(loaded: LoadedModel, decoder, images: Iterable[tuple[str, np.ndarra
     }
 
 
+def ablation(loaded: LoadedModel, images: Iterable[tuple[str, np.ndarray]], rates: list[int]) -> list[dict]:
+    """Per rate: PSNR of the full decode versus the dequantized latent straight through the pixel
+    decoder (no denoiser), both in torch on the same streams."""
+    import torch
+
+    from . import bitstream
+    from .frames import to_image
+    from .noise import portable_noise
+
+    codec = loaded.codec.eval()
+    spec = codec.stream_spec()
+    out = []
+    for rate in rates:
+        full, plain = [], []
+        for _, rgb in images:
+            h, w = rgb.shape[:2]
+            parsed = bitstream.parse(encode_image(codec, rgb, rate), spec)
+            idx = torch.from_numpy(parsed.indices)
+            noise = torch.from_numpy(portable_noise(parsed.header.seed, (1, spec.latent_channels) + idx.shape[2:]))
+            with torch.no_grad():
+                full.append(psnr(rgb, to_image(codec.decode_graph(idx, noise, rate).numpy(), h, w)))
+                plain.append(psnr(rgb, to_image(codec.decode_without_denoiser(idx).numpy(), h, w)))
+        out.append({"rate": rate, "psnr_with_denoiser": float(np.mean(full)),
+                    "psnr_without_denoiser": float(np.mean(plain)),
+                    "gain_db": float(np.mean(full) - np.mean(plain))})
+    return out
+
+
 def summarize(rows: list[dict]) -> dict:
     return {k: mean_or_none(x[k] for x in rows) for k in ("bpp", "psnr", "ms_ssim")}
 

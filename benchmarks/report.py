@@ -1,0 +1,161 @@
+"""The benchmark report: one JSON schema (machine + results) and a Markdown rendering of it.
+
+Result entries always carry the contract keys, in this order (null where a runtime failed, with a
+one-line "error"):
+
+    runtime, precision, size [H, W], latency_ms {mean, p50, p90, p99, ...}, first_inference_ms,
+    compile_ms, stages_ms {parse_ms, noise_ms, graph_ms, post_ms}, peak_rss_mb, gflops, gflops_per_s,
+    actual_device
+
+gflops_per_s divides the graph's GFLOPs by the steady-state mean of the whole decode;
+graph_gflops_per_s by the median of the graph stage alone. speedup_vs_torch is the torch reference's
+mean over this runtime's mean, both measured in the same run at the same size.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .machine import contention_warning, machine_line
+
+SCHEMA = "edgecodec-bench/1"
+REFERENCE = "torch-cpu"
+CONTRACT_KEYS = ("runtime", "precision", "size", "latency_ms", "first_inference_ms", "compile_ms", "stages_ms",
+                 "peak_rss_mb", "gflops", "gflops_per_s", "actual_device")
+LEADING_KEYS = CONTRACT_KEYS[:6] + ("read_ms",) + CONTRACT_KEYS[6:10] + (
+    "graph_gflops_per_s", "actual_device", "providers", "speedup_vs_torch", "error")
+STAGES = (("parse_ms", "parse + entropy"), ("noise_ms", "noise"), ("graph_ms", "graph"), ("post_ms", "post"))
+
+
+def finish_result(r: dict, reference: dict | None) -> dict:
+    """Derived numbers (GFLOP/s, ratio to the reference) and the contract keys, in a stable order."""
+    ok = "error" not in r and r.get("latency_ms")
+    gflops = r.get("gflops")
+    if ok and gflops is not None:
+        r["gflops_per_s"] = gflops / (r["latency_ms"]["mean"] / 1e3)
+        graph_ms = (r.get("stages_ms") or {}).get("graph_ms")
+        r["graph_gflops_per_s"] = gflops / (graph_ms / 1e3) if graph_ms else None
+    if ok and reference is not None and "error" not in reference:
+        r["speedup_vs_torch"] = reference["latency_ms"]["mean"] / r["latency_ms"]["mean"]
+    for k in CONTRACT_KEYS:
+        r.setdefault(k, None)
+    ordered = {k: r[k] for k in LEADING_KEYS if k in r}
+    ordered.update({k: v for k, v in r.items() if k not in ordered})
+    return ordered
+
+
+def build_report(machine: dict, config: dict, manifest: dict, results: list[dict],
+                 skipped: dict[str, str] | None = None) -> dict:
+    refs = {tuple(r["size"]): r for r in results if r.get("runtime") == REFERENCE and "error" not in r}
+    model = manifest.get("model") or {}
+    graphs = manifest.get("graphs") or []
+    return {
+        "schema": SCHEMA,
+        "machine": machine,
+        "bundle": {"path": str(config.get("bundle")), "model": model.get("name"), "source": model.get("source"),
+                   "fingerprint": model.get("fingerprint"), "precision": manifest.get("precision"),
+                   "graphs": [list(g["size"]) for g in graphs]},
+        "config": config,
+        "reference": REFERENCE,
+        "skipped_runtimes": dict(skipped or {}),  # left out of `--runtime all`, with the reason
+        "results": [finish_result(dict(r), refs.get(tuple(r["size"]))) for r in results],
+    }
+
+
+def to_json(report: dict) -> str:
+    return json.dumps(report, indent=2, default=str) + "\n"
+
+
+def _ms(v) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 1000 else f"{v:,.0f}"
+
+
+def _num(v, fmt: str = "{:.1f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def latency_table(report: dict) -> list[str]:
+    """The main Markdown table (one row per runtime and size that ran), as lines."""
+    lines = [
+        f"| runtime | precision | size | mean ms | p50 ms | p90 ms | p99 ms | first inference ms | read ms | "
+        f"compile ms | peak RSS MB | GFLOP/s | device | ×{REFERENCE} |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|",
+    ]
+    for r in report["results"]:
+        if "error" in r:
+            continue
+        lat = r["latency_ms"]
+        lines.append(
+            f"| {r['runtime']} | {r['precision']} | {r['size'][0]}x{r['size'][1]} | {_ms(lat['mean'])} | "
+            f"{_ms(lat['p50'])} | {_ms(lat['p90'])} | {_ms(lat['p99'])} | {_ms(r['first_inference_ms'])} | "
+            f"{_ms(r.get('read_ms'))} | {_ms(r['compile_ms'])} | {_num(r['peak_rss_mb'], '{:.0f}')} | "
+            f"{_num(r['gflops_per_s'])} | {r['actual_device']} | {_num(r.get('speedup_vs_torch'), '{:.2f}')} |")
+    return lines
+
+
+def to_markdown(report: dict) -> str:
+    cfg, bundle, results = report["config"], report["bundle"], report["results"]
+    ok = [r for r in results if "error" not in r]
+    failed = [r for r in results if "error" in r]
+    rates = sorted({r.get("rate") for r in results if r.get("rate") is not None})
+    stream = {tuple(r["size"]): r.get("stream_bytes") for r in results}
+    lines = [
+        "# edgecodec decode latency",
+        "",
+        f"**Machine:** {machine_line(report['machine'])}",
+        "",
+        *([f"**Warning:** {warning}.", ""] if (warning := contention_warning(report["machine"])) else []),
+        f"**Bundle:** `{bundle['path']}`: model {bundle['model']} (fingerprint {bundle['fingerprint']}), "
+        f"precision {bundle['precision']}. **Input:** a synthetic .edc drawn from the model's prior, rate "
+        f"{', '.join(map(str, rates))} ("
+        + ", ".join(f"{h}x{w}: {n} bytes" for (h, w), n in stream.items()) + "). "
+        f"**Method:** each runtime in a fresh process, in turn, on the same stream; first decode timed alone, "
+        f"then {cfg['warmup']} warm-up and {cfg['runs']} timed decodes"
+        + (f"; threads={cfg['threads']} asked of every runtime." if cfg.get("threads") else "; each runtime's "
+           "default thread count."),
+        "",
+    ]
+    lines += latency_table(report)
+    lines += ["", "Stage medians (ms) over the timed runs:", "",
+              "| runtime | size | " + " | ".join(label for _, label in STAGES) + " | graph GFLOPs | graph GFLOP/s |",
+              "|---|---|" + "--:|" * (len(STAGES) + 2)]
+    for r in ok:
+        st = r.get("stages_ms") or {}
+        lines.append(f"| {r['runtime']} | {r['size'][0]}x{r['size'][1]} | "
+                     + " | ".join(_ms(st.get(k)) for k, _ in STAGES)
+                     + f" | {_num(r['gflops'], '{:.2f}')} | {_num(r.get('graph_gflops_per_s'))} |")
+    if failed:
+        lines += ["", "Runtimes that did not run:", ""]
+        lines += [f"- **{r['runtime']}** {r['size'][0]}x{r['size'][1]}: {r['error']}" for r in failed]
+    if report.get("skipped_runtimes"):
+        lines += ["", "Not measured (`--runtime all` left them out):", ""]
+        lines += [f"- {name}: {why}" for name, why in report["skipped_runtimes"].items()]
+    have_ref = any(r.get("speedup_vs_torch") is not None for r in ok)
+    lines += [
+        "",
+        "Notes:",
+        "",
+        "- GFLOP/s is the graph's GFLOPs (2 × MACs) divided by the steady-state **mean of the whole decode** "
+        "(parse + entropy decode, noise, graph and post-processing); \"graph GFLOP/s\" divides by the graph "
+        "stage's median alone.",
+        f"- ×{REFERENCE} is the torch eager reference's mean latency divided by the runtime's, both measured in "
+        "this run at the same size (above 1: faster than the reference)."
+        + ("" if have_ref else " The reference did not run, so no ratios are given."),
+        "- read / compile: as the runtime reports them; a runtime that cannot tell them apart (torch eager) has its "
+        "whole construction under compile and no read time. Bundle runtimes read and compile every graph in the "
+        f"bundle ({len(bundle['graphs'])}) when they are built. Importing the framework is not counted.",
+        "- peak RSS is the worker process's maximum resident set size (Python, the framework and the model included).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_reports(report: dict, json_path: str, md_path: str | None = None) -> None:
+    """Both files are written atomically: a reader never sees half a report."""
+    from edgecodec.imageio import write_text_atomic
+
+    write_text_atomic(json_path, to_json(report))
+    if md_path:
+        write_text_atomic(md_path, to_markdown(report))

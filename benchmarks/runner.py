@@ -1,0 +1,298 @@
+"""The benchmark's parameters and its orchestration: which runtimes, which sizes, one worker process
+per (runtime, size), results collected into one report. torch is never imported here.
+
+    config = BenchConfig(bundle="bundle/", runtimes="all", runs=10, warmup=2)
+    report = run_bench(config)          # {"machine": ..., "config": ..., "results": [...]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgecodec.errors import BundleError, EdgecodecError
+from edgecodec.spec import StreamSpec
+
+REFERENCE = "torch-cpu"
+MANIFEST = "manifest.json"
+# which entry of a graph's "files" each runtime framework reads
+GRAPH_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}
+ERROR_CHARS = 400
+
+
+@dataclass
+class BenchConfig:
+    """The parameters of one benchmark run."""
+
+    bundle: str
+    runtimes: str | list[str] = "all"  # "all", "a,b,c" or a list
+    sizes: list[tuple[int, int]] | None = None  # None: every graph size in the bundle
+    runs: int = 10
+    warmup: int = 2
+    rate: int | None = None  # None: the model's highest rate (every VQ stage present)
+    seed: int = 0
+    threads: int | None = None  # asked of every runtime; None: each runtime's default
+    reference: bool = True  # add the torch eager reference (torch-cpu) when it is not listed
+    timeout_s: float = 3600.0  # per worker
+    verbose: bool = False  # let the workers' stderr through
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["sizes"] = None if self.sizes is None else [list(s) for s in self.sizes]
+        return d
+
+
+# --- the bundle ---------------------------------------------------------------------------------
+
+def load_manifest(bundle: str | os.PathLike) -> dict:
+    """manifest.json of a bundle, checked for what the bench needs (files are verified by the
+    bundle runtimes themselves when they open it)."""
+    root = Path(bundle)
+    if not root.is_dir():
+        raise BundleError(f"no bundle directory at {root}")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{root} is not a bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} is not a bundle manifest")
+    for key in ("model", "stream_spec", "graphs"):
+        if key not in manifest:
+            raise BundleError(f"{path} lacks '{key}'")
+    manifest_spec(manifest, path)
+    for g in manifest["graphs"]:
+        if not isinstance(g, dict) or len(g.get("size", [])) != 2:
+            raise BundleError(f"{path} has a graph entry without a [H, W] size")
+    return manifest
+
+
+def manifest_spec(manifest: dict, where: object = "manifest") -> StreamSpec:
+    try:
+        return StreamSpec.from_json(manifest["stream_spec"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{where} has an unreadable stream_spec: {exc}") from None
+
+
+def reference_model(manifest: dict) -> str:
+    """What the torch runtimes load: the manifest's model source when it is a file here, else its name."""
+    model = manifest.get("model") or {}
+    source = str(model.get("source") or "")
+    if source and Path(source).is_file():
+        return source
+    if not model.get("name"):
+        raise BundleError("the bundle manifest names no model for the torch reference")
+    return str(model["name"])
+
+
+def bundle_sizes(manifest: dict) -> list[tuple[int, int]]:
+    return [(int(g["size"][0]), int(g["size"][1])) for g in manifest["graphs"]]
+
+
+def graph_entry(manifest: dict, size: tuple[int, int]) -> dict | None:
+    for g in manifest["graphs"]:
+        if (int(g["size"][0]), int(g["size"][1])) == tuple(size):
+            return g
+    return None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise EdgecodecError(f"bad size '{text}': expected HxW, e.g. 512x768") from None
+    if h <= 0 or w <= 0:
+        raise EdgecodecError(f"bad size '{text}': sides must be positive")
+    return h, w
+
+
+def select_sizes(manifest: dict, wanted: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
+    have = bundle_sizes(manifest)
+    if not have:
+        raise BundleError("the bundle has no graphs, so no sizes to benchmark")
+    if wanted is None:
+        return have
+    for s in wanted:
+        if tuple(s) not in have:
+            raise EdgecodecError(f"size {s[0]}x{s[1]} is not in the bundle (it has "
+                                 f"{', '.join(f'{h}x{w}' for h, w in have)})")
+    return [tuple(s) for s in wanted]
+
+
+# --- the runtimes -------------------------------------------------------------------------------
+
+def bundle_problem(runtime: str, manifest: dict, size: tuple[int, int]) -> str | None:
+    """Why `runtime` cannot decode this bundle at `size`, or None."""
+    from edgecodec.runtimes import BACKENDS
+
+    b = BACKENDS[runtime]
+    if not b.needs_bundle:
+        return None
+    precision = manifest.get("precision", "fp32")
+    if precision not in b.precisions:
+        return f"runtime '{runtime}' does not run {precision} graphs"
+    fmt = GRAPH_FORMATS.get(b.framework)
+    g = graph_entry(manifest, size) or {}
+    if fmt is None or fmt not in (g.get("files") or {}):
+        return f"the bundle has no {fmt or b.framework} graph for {size[0]}x{size[1]}"
+    return None
+
+
+def probe_runtimes(timeout_s: float = 300.0) -> dict[str, tuple[bool, str]]:
+    """{runtime: (usable, reason)} probed in a worker process (the torch probes import torch)."""
+    res = subprocess.run([sys.executable, "-m", "edgecodec.benchmarks.worker", "--probe"], capture_output=True,
+                         text=True, timeout=timeout_s)
+    try:
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise EdgecodecError(f"could not probe the runtimes: {_tail(res.stderr)}") from None
+    if "error" in out:
+        raise EdgecodecError(f"could not probe the runtimes: {out['error']}")
+    return {k: (bool(v[0]), str(v[1])) for k, v in out.items()}
+
+
+def resolve_runtimes(requested: str | list[str], manifest: dict, reference: bool = True,
+                     probe=probe_runtimes, skipped: dict | None = None) -> list[str]:
+    """Runtime names in measuring order. "all": every usable backend that can decode the bundle
+    (concrete devices only: `torch` and `openvino-auto` repeat one of them), fastest-ranked first;
+    the others go into `skipped` with the reason. The torch reference is added last unless listed
+    or `reference` is False."""
+    from edgecodec.runtimes import BACKENDS
+
+    skipped = {} if skipped is None else skipped
+    if isinstance(requested, str):
+        names = [n.strip() for n in requested.split(",") if n.strip()]
+    else:
+        names = list(requested)
+    if not names:
+        raise EdgecodecError("no runtime given: use --runtime all or a comma list")
+    if "all" in names:
+        usable = probe()
+        sizes = bundle_sizes(manifest)
+        chosen = []
+        for b in sorted(BACKENDS.values(), key=lambda b: b.auto_rank):
+            ok, why = usable.get(b.name, (False, "not probed"))
+            problems = [bundle_problem(b.name, manifest, s) for s in sizes] if b.needs_bundle else []
+            if b.device == "auto":
+                skipped[b.name] = "picks one of the devices measured on their own; name it to measure it"
+            elif not ok:
+                skipped[b.name] = why
+            elif problems and all(problems):
+                skipped[b.name] = problems[0]
+            if b.name in skipped and not (reference and b.name == REFERENCE):
+                continue
+            chosen.append(b.name)
+        names = [n for n in names if n != "all"] + [n for n in chosen if n not in names]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise EdgecodecError(f"unknown runtime '{unknown[0]}': choose from all, {', '.join(BACKENDS)}")
+    names = list(dict.fromkeys(names))  # keep order, drop repeats
+    if reference and REFERENCE not in names:
+        names.append(REFERENCE)
+    return names
+
+
+# --- the loop over workers ----------------------------------------------------------------------
+
+def run_worker(runtime: str, stream_path: str, bundle: str, model: str, runs: int, warmup: int,
+               count_flops: bool = False, timeout_s: float = 3600.0, verbose: bool = False,
+               threads: int | None = None) -> dict:
+    """One worker process; its JSON result, or {"runtime", "error"} when it failed."""
+    cmd = [sys.executable, "-m", "edgecodec.benchmarks.worker", "--runtime", runtime, "--stream", stream_path,
+           "--bundle", str(bundle), "--model", model, "--runs", str(runs), "--warmup", str(warmup)]
+    if count_flops:
+        cmd.append("--count-flops")
+    if threads:
+        cmd += ["--threads", str(threads)]
+    try:
+        res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if verbose else subprocess.PIPE, text=True,
+                             timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"runtime": runtime, "error": f"timed out after {timeout_s:.0f} s"}
+    lines = (res.stdout or "").strip().splitlines()
+    try:
+        out = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        why = _tail(res.stderr) or "no output"
+        return {"runtime": runtime, "error": f"worker exited with status {res.returncode}: {why}"}
+    if "error" in out:
+        out["error"] = _one_line(out["error"])
+    return out
+
+
+def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -> dict:
+    """Measure every (size, runtime) in turn on the same synthetic stream; return the report dict."""
+    from edgecodec.runtimes import BACKENDS
+
+    from .inputs import synthetic_stream
+    from .machine import machine_info
+    from .report import build_report
+
+    if config.runs < 1 or config.warmup < 0 or (config.threads is not None and config.threads < 1):
+        raise EdgecodecError("--runs and --threads must be at least 1 and --warmup at least 0")
+    manifest = load_manifest(config.bundle)
+    spec = manifest_spec(manifest)
+    sizes = select_sizes(manifest, config.sizes)
+    skipped: dict[str, str] = {}
+    runtimes = resolve_runtimes(config.runtimes, manifest, config.reference, probe=probe, skipped=skipped)
+    skipped = {k: v for k, v in skipped.items() if k not in runtimes}
+    rate = spec.num_rates - 1 if config.rate is None else config.rate
+    if not 0 <= rate < spec.num_rates:
+        raise EdgecodecError(f"rate {rate} is not offered by model {spec.model} (rates 0..{spec.num_rates - 1})")
+    model = reference_model(manifest)
+    machine = machine_info()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="edgecodec-bench-") as tmp:
+        for size in sizes:
+            stream = synthetic_stream(spec, size[0], size[1], rate, config.seed)
+            stream_path = os.path.join(tmp, f"bench_{size[0]}x{size[1]}.edc")
+            Path(stream_path).write_bytes(stream)
+            graph = graph_entry(manifest, size) or {}
+            gflops = graph.get("gflops")
+            for runtime in runtimes:
+                say(f"{runtime} {size[0]}x{size[1]}: measuring ({config.warmup} warm-up + {config.runs} runs)")
+                t0 = time.perf_counter()
+                problem = bundle_problem(runtime, manifest, size)
+                if problem:
+                    out = {"runtime": runtime, "error": problem}
+                else:
+                    out = run_worker(runtime, stream_path, config.bundle, model, config.runs, config.warmup,
+                                     count_flops=gflops is None and BACKENDS[runtime].framework == "torch",
+                                     timeout_s=config.timeout_s, verbose=config.verbose,
+                                     threads=config.threads)
+                out.setdefault("size", list(size))
+                out.setdefault("precision", "fp32" if not BACKENDS[runtime].needs_bundle
+                               else manifest.get("precision"))
+                out["stream_bytes"] = len(stream)
+                out["rate"] = rate
+                out["wall_s"] = time.perf_counter() - t0
+                if gflops is None and out.get("gflops") is not None:
+                    gflops = out["gflops"]  # counted by the torch worker; applies to every runtime
+                if "error" in out:
+                    say(f"{runtime} {size[0]}x{size[1]}: failed: {out['error']}")
+                else:
+                    say(f"{runtime} {size[0]}x{size[1]}: mean {out['latency_ms']['mean']:.1f} ms on "
+                        f"{out.get('actual_device')}")
+                results.append(out)
+            for r in results:
+                if list(r["size"]) == list(size) and gflops is not None:
+                    r["gflops"] = float(gflops)
+    return build_report(machine, config.to_json(), manifest, results, skipped=skipped)
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+
+
+def _tail(stderr: str | None) -> str:
+    lines = [line for line in (stderr or "").strip().splitlines() if line.strip()]
+    return _one_line(lines[-1]) if lines else ""
