@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgecodec.errors import BundleError, EdgecodecError
-from edgecodec.spec import StreamSpec
+from edgecodec.export.bundle import open_bundle
+from edgecodec.runtimes import bundle_model
 
 REFERENCE = "torch-cpu"
-MANIFEST = "manifest.json"
 # which entry of a graph's "files" each runtime framework reads
 GRAPH_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}
 ERROR_CHARS = 400
@@ -49,49 +49,6 @@ class BenchConfig:
 
 
 # --- the bundle ---------------------------------------------------------------------------------
-
-def load_manifest(bundle: str | os.PathLike) -> dict:
-    """manifest.json of a bundle, checked for what the bench needs (files are verified by the
-    bundle runtimes themselves when they open it)."""
-    root = Path(bundle)
-    if not root.is_dir():
-        raise BundleError(f"no bundle directory at {root}")
-    path = root / MANIFEST
-    if not path.is_file():
-        raise BundleError(f"{root} is not a bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON ({exc.__class__.__name__})") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{path} is not a bundle manifest")
-    for key in ("model", "stream_spec", "graphs"):
-        if key not in manifest:
-            raise BundleError(f"{path} lacks '{key}'")
-    manifest_spec(manifest, path)
-    for g in manifest["graphs"]:
-        if not isinstance(g, dict) or len(g.get("size", [])) != 2:
-            raise BundleError(f"{path} has a graph entry without a [H, W] size")
-    return manifest
-
-
-def manifest_spec(manifest: dict, where: object = "manifest") -> StreamSpec:
-    try:
-        return StreamSpec.from_json(manifest["stream_spec"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{where} has an unreadable stream_spec: {exc}") from None
-
-
-def reference_model(manifest: dict) -> str:
-    """What the torch runtimes load: the manifest's model source when it is a file here, else its name."""
-    model = manifest.get("model") or {}
-    source = str(model.get("source") or "")
-    if source and Path(source).is_file():
-        return source
-    if not model.get("name"):
-        raise BundleError("the bundle manifest names no model for the torch reference")
-    return str(model["name"])
-
 
 def bundle_sizes(manifest: dict) -> list[tuple[int, int]]:
     return [(int(g["size"][0]), int(g["size"][1])) for g in manifest["graphs"]]
@@ -238,8 +195,8 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
 
     if config.runs < 1 or config.warmup < 0 or (config.threads is not None and config.threads < 1):
         raise EdgecodecError("--runs and --threads must be at least 1 and --warmup at least 0")
-    manifest = load_manifest(config.bundle)
-    spec = manifest_spec(manifest)
+    bundle = open_bundle(config.bundle, verify=False)  # the runtimes verify checksums when they open it
+    manifest, spec = bundle.manifest, bundle.spec
     sizes = select_sizes(manifest, config.sizes)
     skipped: dict[str, str] = {}
     runtimes = resolve_runtimes(config.runtimes, manifest, config.reference, probe=probe, skipped=skipped)
@@ -247,7 +204,7 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
     rate = spec.num_rates - 1 if config.rate is None else config.rate
     if not 0 <= rate < spec.num_rates:
         raise EdgecodecError(f"rate {rate} is not offered by model {spec.model} (rates 0..{spec.num_rates - 1})")
-    model = reference_model(manifest)
+    model = bundle_model(config.bundle)
     machine = machine_info()
     results = []
     with tempfile.TemporaryDirectory(prefix="edgecodec-bench-") as tmp:

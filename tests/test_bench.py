@@ -11,7 +11,8 @@ from edgecodec import bitstream
 from edgecodec.benchmarks.cli import add_bench_parser
 from edgecodec.benchmarks.inputs import synthetic_stream
 from edgecodec.benchmarks.report import CONTRACT_KEYS, build_report, to_markdown
-from edgecodec.benchmarks.runner import load_manifest, resolve_runtimes
+from edgecodec.benchmarks.runner import resolve_runtimes
+from edgecodec.export.bundle import open_bundle
 from edgecodec.benchmarks.stats import percentiles, stage_medians, summarize
 from edgecodec.errors import BundleError, EdgecodecError
 
@@ -187,7 +188,7 @@ def test_bench_missing_manifest_is_one_line(tmp_path, capsys):
         assert rc != 0
         assert "bundle" in _one_line_error(capsys)
     with pytest.raises(BundleError):
-        load_manifest(tmp_path / "empty")
+        open_bundle(tmp_path / "empty")
 
 
 def test_bench_size_not_in_bundle_is_one_line(bundle_dir, tmp_path, capsys):
