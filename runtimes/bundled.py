@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from edgecodec.errors import BundleError
 from edgecodec.export.bundle import Bundle, open_bundle
 
 from .base import Decoder
@@ -47,6 +48,7 @@ class BundleDecoder(Decoder):
         compiled = self._graphs.get(size)
         if compiled is None:
             self.bundle.graph_for(*size)  # raises with the sizes this bundle has
+            raise BundleError(f"the {size[0]}x{size[1]} graph of {self.bundle.root} was not loaded by this decoder")
         full = np.zeros((1, self.spec.num_rates, h, w), np.int64)
         full[:, :stages] = indices
         feeds = {"indices": full, "noise": np.ascontiguousarray(noise, np.float32),

@@ -86,7 +86,6 @@ def probe_provider(device: str) -> tuple[bool, str]:
     if device == "cpu":
         return True, ""
     try:
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper
 
