@@ -142,3 +142,16 @@ def test_mean_or_none():
     assert mean_or_none([30.0, float("inf"), 40.0]) == pytest.approx(35.0)
     assert mean_or_none(v for v in [2, 4]) == pytest.approx(3.0)
     assert mean_or_none([np.float32(0.5)]) == pytest.approx(0.5)
+
+
+def test_baselines_find_the_bpp_for_a_psnr(photo):
+    from edgecodec.benchmarks.baselines import RDCurve, compare
+
+    curve = RDCurve(photo, "jpeg")
+    bpp_30, floor = curve.bpp_to_reach(30.0)
+    assert not floor and curve.bpp_to_reach(34.0)[0] > bpp_30 > 0
+    low, floor = curve.bpp_to_reach(5.0)  # below anything JPEG produces: its lowest bpp, flagged
+    assert floor and low == curve.at(1)[0]
+    rows = [{"name": "a", "rate": 0, "bpp": 0.05, "psnr": 28.0}]
+    (entry,) = compare({"a": photo}, rows)
+    assert entry["jpeg_bpp"] > 0 and entry["webp_bpp"] > 0 and entry["rate"] == 0
