@@ -116,3 +116,16 @@ def test_every_verb_has_help():
         with pytest.raises(SystemExit) as exit_:
             main([verb, "--help"])
         assert exit_.value.code == 0
+
+
+def test_demo_writes_streams_images_and_eval(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--rate", "0,3"]) == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert {r["name"] for r in res["images"]} == {"china", "flower"}
+    streams = sorted(p.name for p in (out / "streams").iterdir())
+    assert streams == ["china_r0.edc", "china_r3.edc", "flower_r0.edc", "flower_r3.edc"]
+    for row in res["images"]:
+        size = (out / "streams" / f"{row['name']}_r{row['rate']}.edc").stat().st_size
+        assert row["bytes"] == size and row["bpp"] == size * 8 / (640 * 427)
+    assert len(list((out / "decoded").iterdir())) == 4

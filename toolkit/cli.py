@@ -142,6 +142,8 @@ def cmd_demo(args) -> int:
     from .imageio import sample_images, save_png, write_bytes_atomic, write_text_atomic
 
     out = Path(args.output)
+    for sub in ("images", "streams", "decoded"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     images = sorted(sample_images().items())
 
     def keep(name: str, rate: int, data: bytes, image) -> None:
