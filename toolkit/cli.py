@@ -296,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
 
+    from edgecodec.quantize.cli import add_quantize_parser
+
+    add_quantize_parser(sub)
+
     p = sub.add_parser("devices", help="which decoder backends are usable here, and why not")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
