@@ -194,3 +194,18 @@ def test_model_file_without_config_is_refused(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="not a readable safetensors file"):
         load_model(str(tmp_path / "junk.safetensors"))
+
+
+def test_shipped_weights_load_strictly():
+    """The embedded default is trained and its file matches the config key for key."""
+    from safetensors.torch import load_file
+
+    from edgecodec.weights import load_model, packaged_weights
+
+    path = packaged_weights("tiny")
+    assert path is not None and path.stat().st_size <= 20e6
+    loaded = load_model("tiny")
+    assert loaded.trained and loaded.source == str(path)
+    assert set(load_file(str(path))) == set(loaded.codec.state_dict())
+    prior = loaded.codec.latent_vq.quantize.prior
+    assert int(prior.min()) >= 1 and int(prior.sum()) > 100 * prior.numel()  # counted on real data
