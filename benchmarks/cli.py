@@ -7,32 +7,23 @@ prints user mistakes as one line on stderr.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from edgecodec.errors import EdgecodecError
+from edgecodec.console import say
 
 
-def _say(msg: str) -> None:
-    print(f"edgecodec: {msg}", file=sys.stderr)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .report import latency_table, write_reports
     from .runner import BenchConfig, parse_size, run_bench
 
-    try:
-        config = BenchConfig(
-            bundle=args.bundle, runtimes=args.runtime, sizes=None if args.size is None else [parse_size(args.size)],
-            runs=args.runs, warmup=args.warmup, rate=args.rate, seed=args.seed, threads=args.threads,
-            reference=not args.no_reference, timeout_s=args.timeout, verbose=args.verbose)
-        report = run_bench(config, say=lambda msg: _say(f"bench: {msg}"))
-        write_reports(report, args.json, args.md)
-    except EdgecodecError as exc:
-        _say(f"error: {exc}")
-        return exc.exit_code
-    except OSError as exc:
-        _say(f"error: {exc}")
-        return 1
+    # user errors propagate to edgecodec.cli.main, which prints them as one line
+    config = BenchConfig(
+        bundle=args.bundle, runtimes=args.runtime, sizes=None if args.size is None else [parse_size(args.size)],
+        runs=args.runs, warmup=args.warmup, rate=args.rate, seed=args.seed, threads=args.threads,
+        reference=not args.no_reference, timeout_s=args.timeout, verbose=args.verbose)
+    report = run_bench(config, say=lambda msg: say(f"bench: {msg}"))
+    write_reports(report, args.json, args.md)
     print("\n".join(latency_table(report)))
     print(f"\nresults written to {args.json}" + (f" and {args.md}" if args.md else ""))
     ok = [r for r in report["results"] if "error" not in r]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecodec.console import progress
 from edgecodec.errors import BundleError, EdgecodecError
 from edgecodec.export.bundle import Bundle, BundleWriter
 from edgecodec.weights import LoadedModel
@@ -256,7 +257,7 @@ def _qat(loaded, writer, tmp: Path, sizes, sets, options: QuantizeOptions, say):
     train_items = [i for s in sizes for i in sets[s].calibration]
     before = qat.psnr_vs_teacher(student, teacher, validation)
     say(f"QAT: {options.qat_steps} distillation steps (teacher: the FP32 decoder)")
-    with _progress(options.qat_steps, "qat") as bar:  # progress bar on stderr
+    with progress(options.qat_steps, "qat", unit="step") as bar:  # progress bar on stderr
         log = qat.train(student, teacher, train_items, options.qat_steps, options.qat_lr, options.qat_batch,
                         progress=lambda: bar.update())
     log["psnr_vs_fp32_before_db"] = before
@@ -298,14 +299,6 @@ def _qat(loaded, writer, tmp: Path, sizes, sets, options: QuantizeOptions, say):
     section["qat"] = {"nncf": "nncf.quantize (torch backend) of DecodeGraph, then fine-tuned; quantizer "
                               "scales are trained parameters", "teacher": "the FP32 decoder", **log}
     return graphs, section
-
-
-def _progress(total: int, desc: str):
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=None, leave=False)
 
 
 # --- quality ---------------------------------------------------------------------------------------

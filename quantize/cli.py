@@ -7,11 +7,10 @@ User mistakes raise EdgecodecError subclasses, which the main CLI prints as one 
 from __future__ import annotations
 
 import argparse
-import sys
+
+from edgecodec.console import say
 
 
-def _say(msg: str) -> None:
-    print(f"edgecodec: {msg}", file=sys.stderr)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -32,7 +31,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise EdgecodecError(f"--calib {args.calib}: not a directory of images")
     loaded = load_model(args.model)
     sizes = parse_sizes(args.size, loaded.codec.cfg.multiple)
-    bundle = quantize_bundle(loaded, args.output, sizes, options, calib_dir=args.calib, say=_say)
+    bundle = quantize_bundle(loaded, args.output, sizes, options, calib_dir=args.calib, say=say)
     q = bundle.manifest["quantization"]
     print(f"method {q['method']}, presets {', '.join(f'{k} {v}' for k, v in q['preset'].items())}, "
           f"overflow fix {q['overflow_fix']['value']}, {q['quantized_ops']} layers in INT8")

@@ -1,17 +1,16 @@
 """The latency benchmark: synthetic inputs, statistics, runtime selection and the `bench` verb end to end
 (torch-cpu on a hand-made manifest; the bundle runtimes need a real export)."""
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 
 from edgecodec import bitstream
-from edgecodec.benchmarks.cli import add_bench_parser
 from edgecodec.benchmarks.inputs import synthetic_stream
 from edgecodec.benchmarks.report import CONTRACT_KEYS, build_report, to_markdown
 from edgecodec.benchmarks.runner import resolve_runtimes
+from edgecodec.cli import main
 from edgecodec.export.bundle import open_bundle
 from edgecodec.benchmarks.stats import percentiles, stage_medians, summarize
 from edgecodec.errors import BundleError, EdgecodecError
@@ -20,10 +19,7 @@ SIZE = (128, 192)
 
 
 def bench(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="edgecodec")
-    add_bench_parser(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(["bench", *argv])
-    return args.func(args)
+    return main(["bench", *argv])
 
 
 def _one_line_error(capsys) -> str:

@@ -7,19 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from .console import progress as _progress
+from .console import say as _say
 from .errors import EdgecodecError
 
 DEFAULT_MODEL = "tiny"
-
-
-def _say(msg: str) -> None:
-    print(f"edgecodec: {msg}", file=sys.stderr)
-
-
-def _progress(total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None, leave=False)
 
 
 def _read_bytes(path: str) -> bytes:
