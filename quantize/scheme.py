@@ -51,7 +51,8 @@ FLOAT_ROLES = {
                     "is multiplied by their output, so their error is not averaged out",
     "final_conv": "the last convolution, which writes the image: its output is the decoded picture "
                   "itself, with no later layer to absorb an 8-bit step",
-    "normalization": "GroupNorm (exported as InstanceNormalization + affine): mean/variance reductions "
+    "normalization": "GroupNorm (exported as per-channel ReduceMean statistics and one multiply-add, "
+                     "edgecodec/norm.py): mean/variance reductions "
                      "need float; NNCF's ONNX/OpenVINO backends keep them float and the torch backend is "
                      "told to",
     "softmax": "softmax: exponentials of the attention logits",
@@ -67,7 +68,7 @@ FLOAT_ROLES = {
 # the node's scope name.
 CONDITIONING = re.compile(r"(^|[./])emb_layers([./]|$)")
 
-NORM_TYPES = frozenset({"InstanceNormalization", "GroupNormalization", "LayerNormalization",
+NORM_TYPES = frozenset({"ReduceMean", "InstanceNormalization", "GroupNormalization", "LayerNormalization",
                         "BatchNormalization", "group_norm", "layer_norm", "batch_norm"})
 SOFTMAX_TYPES = frozenset({"Softmax", "softmax"})
 HOST_TYPES = frozenset({"Gather", "embedding", "nncf_model_input"})
