@@ -38,9 +38,40 @@ def export_onnx(codec: Codec, height: int, width: int, path: Path, precision: st
         torch.onnx.export(graph, example_inputs(codec, height, width), str(path), input_names=list(INPUTS),
                           output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False,
                           do_constant_folding=True)
+    model = onnx.load(str(path))
+    if fold_initializer_identities(model):
+        onnx.save(model, str(path))
     if precision == "fp16":
         to_fp16(path)
     onnx.checker.check_model(str(path), full_check=True)
+
+
+def fold_initializer_identities(model) -> int:
+    """Give every `Identity(initializer)` output an initializer of its own and drop the Identity.
+
+    The TorchScript exporter writes such nodes where it de-duplicates equal weights (diffo's
+    zero-initialised layers). ONNX Runtime 1.31's graph optimizer removes the initializer behind
+    some of them and then rejects the model ("... is not a graph input, initializer, or output of
+    a previous node"), and NNCF looks weights up by the consumer's input name; with one weight per
+    layer both work, as they do for a trained checkpoint, whose weights all differ."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    kept, folded = [], 0
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in outputs:
+            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[node.input[0]]),
+                                                             node.output[0]))
+            inits[node.output[0]] = graph.initializer[-1]
+            folded += 1
+        else:
+            kept.append(node)
+    if folded:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return folded
 
 
 def to_fp16(path: Path) -> None:
@@ -63,4 +94,4 @@ def onnx_ops(path: Path) -> set[str]:
     return {(n.domain or "ai.onnx") + "::" + n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
 
 
-__all__ = ["export_onnx", "example_inputs", "io_description", "onnx_ops", "INPUTS", "OUTPUTS"]
+__all__ = ["export_onnx", "fold_initializer_identities", "example_inputs", "io_description", "onnx_ops", "INPUTS", "OUTPUTS"]

@@ -198,7 +198,7 @@ def export_onnx(student, codec, height: int, width: int, path: Path) -> None:
     import onnx
     from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
 
-    from edgecodec.export.onnx_export import INPUTS, OPSET, OUTPUTS, example_inputs
+    from edgecodec.export.onnx_export import INPUTS, OPSET, OUTPUTS, example_inputs, fold_initializer_identities
 
     from .qdq import fold_weight_quantizers
 
@@ -211,6 +211,7 @@ def export_onnx(student, codec, height: int, width: int, path: Path) -> None:
         torch.onnx.export(student, example_inputs(codec, height, width), str(path), input_names=list(INPUTS),
                           output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False, do_constant_folding=True)
     model = onnx.load(str(path))
+    fold_initializer_identities(model)
     fold_weight_quantizers(model)
     onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)

@@ -120,7 +120,6 @@ def fold_weight_quantizers(model) -> int:
     from onnx import numpy_helper
 
     inits = _inits(model)
-    consumers = Counter(i for n in model.graph.node for i in n.input)
     # a Constant node's tensor counts as an initializer for this purpose
     const_nodes = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
 
@@ -156,14 +155,16 @@ def fold_weight_quantizers(model) -> int:
     if folded:
         del model.graph.node[:]
         model.graph.node.extend(keep)
+        _own_weight_parameters(model, value)
+        # drop the fp32 weights and quantizer constants nobody reads any more (ONNX Runtime would
+        # warn about each one on every load)
         used = Counter(i for n in model.graph.node for i in n.input)
         outputs = {o.name for o in model.graph.output}
-        for init in list(model.graph.initializer):  # drop fp32 weights nobody reads any more
-            if used[init.name] == 0 and init.name not in outputs and consumers[init.name]:
+        for init in list(model.graph.initializer):
+            if used[init.name] == 0 and init.name not in outputs:
                 model.graph.initializer.remove(init)
         for node in [n for n in model.graph.node if n.op_type == "Constant" and used[n.output[0]] == 0]:
             model.graph.node.remove(node)
-        _own_weight_parameters(model, value)
     return folded
 
 
