@@ -36,7 +36,9 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                        description="Decode latency of each runtime on a bundle, measured in turn in fresh "
                                    "processes on the same synthetic stream, with the torch eager reference "
                                    "(torch-cpu) in the same run.")
-    p.add_argument("--bundle", required=True, help="exported bundle directory (with manifest.json)")
+    p.add_argument("--bundle", required=True,
+                   help="exported bundle directory (with manifest.json), or a comma list of bundles of one "
+                        "model (e.g. FP32 and INT8) measured side by side in this run")
     p.add_argument("--runtime", default="all",
                    help="comma list of runtimes, or 'all': every usable one that can decode the bundle "
                         "(see `edgecodec devices`; default all)")

@@ -23,12 +23,13 @@ REFERENCE = "torch-cpu"
 CONTRACT_KEYS = ("runtime", "precision", "size", "latency_ms", "first_inference_ms", "compile_ms", "stages_ms",
                  "peak_rss_mb", "gflops", "gflops_per_s", "actual_device")
 LEADING_KEYS = CONTRACT_KEYS[:6] + ("read_ms",) + CONTRACT_KEYS[6:10] + (
-    "graph_gflops_per_s", "actual_device", "providers", "speedup_vs_torch", "error")
+    "graph_gflops_per_s", "actual_device", "providers", "speedup_vs_torch", "speedup_vs_fp32", "error")
 STAGES = (("parse_ms", "parse + entropy"), ("noise_ms", "noise"), ("graph_ms", "graph"), ("post_ms", "post"))
 
 
-def finish_result(r: dict, reference: dict | None) -> dict:
-    """Derived numbers (GFLOP/s, ratio to the reference) and the contract keys, in a stable order."""
+def finish_result(r: dict, reference: dict | None, fp32: dict | None = None) -> dict:
+    """Derived numbers (GFLOP/s, ratios to the reference and to the same runtime's FP32 bundle) and
+    the contract keys, in a stable order."""
     ok = "error" not in r and r.get("latency_ms")
     gflops = r.get("gflops")
     if ok and gflops is not None:
@@ -37,6 +38,8 @@ def finish_result(r: dict, reference: dict | None) -> dict:
         r["graph_gflops_per_s"] = gflops / (graph_ms / 1e3) if graph_ms else None
     if ok and reference is not None and "error" not in reference:
         r["speedup_vs_torch"] = reference["latency_ms"]["mean"] / r["latency_ms"]["mean"]
+    if ok and fp32 is not None and "error" not in fp32:
+        r["speedup_vs_fp32"] = fp32["latency_ms"]["mean"] / r["latency_ms"]["mean"]
     for k in CONTRACT_KEYS:
         r.setdefault(k, None)
     ordered = {k: r[k] for k in LEADING_KEYS if k in r}
@@ -44,21 +47,32 @@ def finish_result(r: dict, reference: dict | None) -> dict:
     return ordered
 
 
-def build_report(machine: dict, config: dict, manifest: dict, results: list[dict],
-                 skipped: dict[str, str] | None = None) -> dict:
-    refs = {tuple(r["size"]): r for r in results if r.get("runtime") == REFERENCE and "error" not in r}
+def _bundle_json(path, manifest: dict) -> dict:
     model = manifest.get("model") or {}
-    graphs = manifest.get("graphs") or []
+    return {"path": str(path), "model": model.get("name"), "source": model.get("source"),
+            "fingerprint": model.get("fingerprint"), "precision": manifest.get("precision"),
+            "graphs": [list(g["size"]) for g in manifest.get("graphs") or []]}
+
+
+def build_report(machine: dict, config: dict, manifests: dict | list[dict], results: list[dict],
+                 skipped: dict[str, str] | None = None, paths: list[str] | None = None) -> dict:
+    """`manifests`: the bundles' manifests (one dict for a single bundle); `paths` their directories."""
+    manifests = [manifests] if isinstance(manifests, dict) else list(manifests)
+    paths = paths or [config.get("bundle")] * len(manifests)
+    refs = {tuple(r["size"]): r for r in results if r.get("runtime") == REFERENCE and "error" not in r}
+    fp32 = {(r["runtime"], tuple(r["size"])): r for r in results
+            if r.get("bundle_precision", r.get("precision")) == "fp32" and "error" not in r}
+    bundles = [_bundle_json(p, m) for p, m in zip(paths, manifests)]
     return {
         "schema": SCHEMA,
         "machine": machine,
-        "bundle": {"path": str(config.get("bundle")), "model": model.get("name"), "source": model.get("source"),
-                   "fingerprint": model.get("fingerprint"), "precision": manifest.get("precision"),
-                   "graphs": [list(g["size"]) for g in graphs]},
+        "bundle": bundles[0],
+        "bundles": bundles,
         "config": config,
         "reference": REFERENCE,
         "skipped_runtimes": dict(skipped or {}),  # left out of `--runtime all`, with the reason
-        "results": [finish_result(dict(r), refs.get(tuple(r["size"]))) for r in results],
+        "results": [finish_result(dict(r), refs.get(tuple(r["size"])), fp32.get((r["runtime"], tuple(r["size"]))))
+                    for r in results],
     }
 
 
@@ -76,27 +90,38 @@ def _num(v, fmt: str = "{:.1f}") -> str:
     return "–" if v is None else fmt.format(v)
 
 
+def bundle_label(r: dict) -> str:
+    """A result's bundle as its directory name; torch's reference reads no bundle."""
+    from pathlib import PurePath
+
+    return PurePath(r["bundle"]).name if r.get("bundle") else "–"
+
+
 def latency_table(report: dict) -> list[str]:
-    """The main Markdown table (one row per runtime and size that ran), as lines."""
+    """The main Markdown table (one row per runtime, bundle and size that ran), as lines."""
+    several = len(report.get("bundles") or []) > 1
     lines = [
-        f"| runtime | precision | size | mean ms | p50 ms | p90 ms | p99 ms | first inference ms | read ms | "
-        f"compile ms | peak RSS MB | GFLOP/s | device | ×{REFERENCE} |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|",
+        "| runtime | " + ("bundle | " if several else "") + "precision | size | mean ms | p50 ms | p90 ms | p99 ms | "
+        f"first inference ms | read ms | compile ms | peak RSS MB | GFLOP/s | device | ×{REFERENCE} | ×fp32 |",
+        "|---|" + ("---|" if several else "") + "---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|",
     ]
     for r in report["results"]:
         if "error" in r:
             continue
         lat = r["latency_ms"]
         lines.append(
-            f"| {r['runtime']} | {r['precision']} | {r['size'][0]}x{r['size'][1]} | {_ms(lat['mean'])} | "
+            f"| {r['runtime']} | " + (f"{bundle_label(r)} | " if several else "")
+            + f"{r['precision']} | {r['size'][0]}x{r['size'][1]} | {_ms(lat['mean'])} | "
             f"{_ms(lat['p50'])} | {_ms(lat['p90'])} | {_ms(lat['p99'])} | {_ms(r['first_inference_ms'])} | "
             f"{_ms(r.get('read_ms'))} | {_ms(r['compile_ms'])} | {_num(r['peak_rss_mb'], '{:.0f}')} | "
-            f"{_num(r['gflops_per_s'])} | {r['actual_device']} | {_num(r.get('speedup_vs_torch'), '{:.2f}')} |")
+            f"{_num(r['gflops_per_s'])} | {r['actual_device']} | {_num(r.get('speedup_vs_torch'), '{:.2f}')} | "
+            f"{_num(r.get('speedup_vs_fp32'), '{:.2f}')} |")
     return lines
 
 
 def to_markdown(report: dict) -> str:
-    cfg, bundle, results = report["config"], report["bundle"], report["results"]
+    cfg, results = report["config"], report["results"]
+    bundles = report.get("bundles") or [report["bundle"]]
     ok = [r for r in results if "error" not in r]
     failed = [r for r in results if "error" in r]
     rates = sorted({r.get("rate") for r in results if r.get("rate") is not None})
@@ -107,8 +132,10 @@ def to_markdown(report: dict) -> str:
         f"**Machine:** {machine_line(report['machine'])}",
         "",
         *([f"**Warning:** {warning}.", ""] if (warning := contention_warning(report["machine"])) else []),
-        f"**Bundle:** `{bundle['path']}`: model {bundle['model']} (fingerprint {bundle['fingerprint']}), "
-        f"precision {bundle['precision']}. **Input:** a synthetic .edc drawn from the model's prior, rate "
+        ("**Bundles:** " if len(bundles) > 1 else "**Bundle:** ")
+        + "; ".join(f"`{b['path']}` ({b['precision']})" for b in bundles)
+        + f", model {bundles[0]['model']} (fingerprint {bundles[0]['fingerprint']}). "
+        f"**Input:** a synthetic .edc drawn from the model's prior, rate "
         f"{', '.join(map(str, rates))} ("
         + ", ".join(f"{h}x{w}: {n} bytes" for (h, w), n in stream.items()) + "). "
         f"**Method:** each runtime in a fresh process, in turn, on the same stream; first decode timed alone, "
@@ -119,11 +146,11 @@ def to_markdown(report: dict) -> str:
     ]
     lines += latency_table(report)
     lines += ["", "Stage medians (ms) over the timed runs:", "",
-              "| runtime | size | " + " | ".join(label for _, label in STAGES) + " | graph GFLOPs | graph GFLOP/s |",
-              "|---|---|" + "--:|" * (len(STAGES) + 2)]
+              "| runtime | bundle | precision | size | " + " | ".join(label for _, label in STAGES) + " | graph GFLOPs | graph GFLOP/s |",
+              "|---|---|---|---|" + "--:|" * (len(STAGES) + 2)]
     for r in ok:
         st = r.get("stages_ms") or {}
-        lines.append(f"| {r['runtime']} | {r['size'][0]}x{r['size'][1]} | "
+        lines.append(f"| {r['runtime']} | {bundle_label(r)} | {r['precision']} | {r['size'][0]}x{r['size'][1]} | "
                      + " | ".join(_ms(st.get(k)) for k, _ in STAGES)
                      + f" | {_num(r['gflops'], '{:.2f}')} | {_num(r.get('graph_gflops_per_s'))} |")
     if failed:
@@ -142,10 +169,11 @@ def to_markdown(report: dict) -> str:
         "stage's median alone.",
         f"- ×{REFERENCE} is the torch eager reference's mean latency divided by the runtime's, both measured in "
         "this run at the same size (above 1: faster than the reference)."
-        + ("" if have_ref else " The reference did not run, so no ratios are given."),
+        + ("" if have_ref else " The reference did not run, so no ratios are given.")
+        + " ×fp32 divides the same runtime's mean on the FP32 bundle by this one's, measured in this run.",
         "- read / compile: as the runtime reports them; a runtime that cannot tell them apart (torch eager) has its "
         "whole construction under compile and no read time. Bundle runtimes read and compile every graph in the "
-        f"bundle ({len(bundle['graphs'])}) when they are built. Importing the framework is not counted.",
+        "bundle when they are built. Importing the framework is not counted.",
         "- peak RSS is the worker process's maximum resident set size (Python, the framework and the model included).",
         "",
     ]

@@ -30,7 +30,7 @@ ERROR_CHARS = 400
 class BenchConfig:
     """The parameters of one benchmark run."""
 
-    bundle: str
+    bundle: str | list[str]  # one bundle directory, a comma list or a list (one model, any precisions)
     runtimes: str | list[str] = "all"  # "all", "a,b,c" or a list
     sizes: list[tuple[int, int]] | None = None  # None: every graph size in the bundle
     runs: int = 10
@@ -185,8 +185,38 @@ def run_worker(runtime: str, stream_path: str, bundle: str, model: str, runs: in
     return out
 
 
+def bundle_paths(bundle: str | list[str]) -> list[str]:
+    """`--bundle A[,B...]` as a list of directories."""
+    paths = [p.strip() for p in bundle.split(",")] if isinstance(bundle, str) else [str(p) for p in bundle]
+    paths = [p for p in paths if p]
+    if not paths:
+        raise EdgecodecError("no bundle given: --bundle DIR[,DIR...]")
+    return list(dict.fromkeys(paths))
+
+
+def open_bundles(paths: list[str]) -> list:
+    """The bundles, checked to hold one model: a bench compares runtimes and precisions of one decoder."""
+    bundles = [open_bundle(p, verify=False) for p in paths]  # the runtimes verify checksums when they open them
+    first = bundles[0].manifest["model"].get("fingerprint")
+    for path, b in zip(paths[1:], bundles[1:]):
+        other = b.manifest["model"].get("fingerprint")
+        if other != first:
+            raise EdgecodecError(f"bundle {path} holds another model than {paths[0]} (fingerprint {other} vs "
+                                 f"{first}): benchmark bundles of one model together")
+    return bundles
+
+
+def common_sizes(manifests: list[dict], wanted: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
+    per_bundle = [select_sizes(m, wanted) for m in manifests]
+    sizes = [s for s in per_bundle[0] if all(s in other for other in per_bundle[1:])]
+    if not sizes:
+        raise EdgecodecError("the bundles have no graph size in common: export them at one size, or pick --size")
+    return sizes
+
+
 def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -> dict:
-    """Measure every (size, runtime) in turn on the same synthetic stream; return the report dict."""
+    """Measure every (size, bundle, runtime) in turn on the same synthetic stream, then the torch
+    reference once per size; return the report dict."""
     from edgecodec.runtimes import BACKENDS
 
     from .inputs import synthetic_stream
@@ -195,16 +225,31 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
 
     if config.runs < 1 or config.warmup < 0 or (config.threads is not None and config.threads < 1):
         raise EdgecodecError("--runs and --threads must be at least 1 and --warmup at least 0")
-    bundle = open_bundle(config.bundle, verify=False)  # the runtimes verify checksums when they open it
-    manifest, spec = bundle.manifest, bundle.spec
-    sizes = select_sizes(manifest, config.sizes)
+    paths = bundle_paths(config.bundle)
+    bundles = open_bundles(paths)
+    manifests = [b.manifest for b in bundles]
+    spec = bundles[0].spec
+    sizes = common_sizes(manifests, config.sizes)
+    probed: dict = {}
+
+    def probe_once():
+        if not probed:
+            probed.update(probe())
+        return probed
+
     skipped: dict[str, str] = {}
-    runtimes = resolve_runtimes(config.runtimes, manifest, config.reference, probe=probe, skipped=skipped)
-    skipped = {k: v for k, v in skipped.items() if k not in runtimes}
+    plan = []  # (bundle path, manifest, runtimes); the reference runs once per size, after the bundles
+    wants_reference = config.reference
+    for path, manifest in zip(paths, manifests):
+        names = resolve_runtimes(config.runtimes, manifest, reference=False, probe=probe_once, skipped=skipped)
+        wants_reference = wants_reference or REFERENCE in names
+        plan.append((path, manifest, [n for n in names if n != REFERENCE]))
+    measured = {n for _, _, names in plan for n in names} | ({REFERENCE} if wants_reference else set())
+    skipped = {k: v for k, v in skipped.items() if k not in measured}
     rate = spec.num_rates - 1 if config.rate is None else config.rate
     if not 0 <= rate < spec.num_rates:
         raise EdgecodecError(f"rate {rate} is not offered by model {spec.model} (rates 0..{spec.num_rates - 1})")
-    model = bundle_model(config.bundle)
+    model = bundle_model(paths[0])
     machine = machine_info()
     results = []
     with tempfile.TemporaryDirectory(prefix="edgecodec-bench-") as tmp:
@@ -212,37 +257,43 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
             stream = synthetic_stream(spec, size[0], size[1], rate, config.seed)
             stream_path = os.path.join(tmp, f"bench_{size[0]}x{size[1]}.edc")
             Path(stream_path).write_bytes(stream)
-            graph = graph_entry(manifest, size) or {}
-            gflops = graph.get("gflops")
-            for runtime in runtimes:
-                say(f"{runtime} {size[0]}x{size[1]}: measuring ({config.warmup} warm-up + {config.runs} runs)")
+            gflops = next((g.get("gflops") for m in manifests if (g := graph_entry(m, size)) and g.get("gflops")),
+                          None)
+            jobs = [(path, manifest, runtime) for path, manifest, names in plan for runtime in names]
+            if wants_reference:
+                jobs.append((paths[0], manifests[0], REFERENCE))
+            for path, manifest, runtime in jobs:
+                label = f"{runtime} {manifest.get('precision', 'fp32') if BACKENDS[runtime].needs_bundle else 'fp32'}"
+                say(f"{label} {size[0]}x{size[1]}: measuring ({config.warmup} warm-up + {config.runs} runs)")
                 t0 = time.perf_counter()
                 problem = bundle_problem(runtime, manifest, size)
                 if problem:
                     out = {"runtime": runtime, "error": problem}
                 else:
-                    out = run_worker(runtime, stream_path, config.bundle, model, config.runs, config.warmup,
+                    out = run_worker(runtime, stream_path, path, model, config.runs, config.warmup,
                                      count_flops=gflops is None and BACKENDS[runtime].framework == "torch",
                                      timeout_s=config.timeout_s, verbose=config.verbose,
                                      threads=config.threads)
                 out.setdefault("size", list(size))
                 out.setdefault("precision", "fp32" if not BACKENDS[runtime].needs_bundle
                                else manifest.get("precision"))
+                out["bundle"] = path if BACKENDS[runtime].needs_bundle else None
+                out["bundle_precision"] = manifest.get("precision") if BACKENDS[runtime].needs_bundle else "fp32"
                 out["stream_bytes"] = len(stream)
                 out["rate"] = rate
                 out["wall_s"] = time.perf_counter() - t0
                 if gflops is None and out.get("gflops") is not None:
                     gflops = out["gflops"]  # counted by the torch worker; applies to every runtime
                 if "error" in out:
-                    say(f"{runtime} {size[0]}x{size[1]}: failed: {out['error']}")
+                    say(f"{label} {size[0]}x{size[1]}: failed: {out['error']}")
                 else:
-                    say(f"{runtime} {size[0]}x{size[1]}: mean {out['latency_ms']['mean']:.1f} ms on "
+                    say(f"{label} {size[0]}x{size[1]}: mean {out['latency_ms']['mean']:.1f} ms on "
                         f"{out.get('actual_device')}")
                 results.append(out)
             for r in results:
                 if list(r["size"]) == list(size) and gflops is not None:
                     r["gflops"] = float(gflops)
-    return build_report(machine, config.to_json(), manifest, results, skipped=skipped)
+    return build_report(machine, config.to_json(), manifests, results, skipped=skipped, paths=paths)
 
 
 def _one_line(text: str) -> str:

@@ -191,3 +191,30 @@ def test_bench_size_not_in_bundle_is_one_line(bundle_dir, tmp_path, capsys):
     rc = bench("--bundle", str(bundle_dir), "--size", "64x64", "--json", str(tmp_path / "b.json"))
     assert rc != 0
     assert "64x64 is not in the bundle" in _one_line_error(capsys)
+
+
+def test_bench_refuses_bundles_of_two_models(bundle_dir, spec, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    manifest = _manifest(spec)
+    manifest["model"]["fingerprint"] = manifest["stream_spec"]["fingerprint"] = "00" * 8  # a consistent other model
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    rc = bench("--bundle", f"{bundle_dir},{other}", "--runtime", "torch-cpu", "--json", str(tmp_path / "b.json"))
+    assert rc != 0 and not (tmp_path / "b.json").exists()
+    assert "holds another model" in _one_line_error(capsys)
+
+
+def test_speedup_vs_fp32_pairs_runtime_and_size(spec):
+    def result(runtime, precision, mean):
+        return {"runtime": runtime, "precision": precision, "bundle_precision": precision, "size": list(SIZE),
+                "latency_ms": {"mean": mean, "p50": mean, "p90": mean, "p99": mean}}
+
+    results = [result("openvino-cpu", "fp32", 120.0), result("openvino-cpu", "int8", 80.0),
+               result("onnxruntime-cpu", "int8", 240.0), result("torch-cpu", "fp32", 200.0)]
+    report = build_report({"cpu": "x"}, {"bundle": "b", "runs": 1, "warmup": 0}, [_manifest(spec)] * 2, results,
+                          paths=["fp32", "int8"])
+    by = {(r["runtime"], r["precision"]): r for r in report["results"]}
+    assert by["openvino-cpu", "int8"]["speedup_vs_fp32"] == pytest.approx(1.5)
+    assert by["openvino-cpu", "int8"]["speedup_vs_torch"] == pytest.approx(2.5)
+    assert "speedup_vs_fp32" not in by["onnxruntime-cpu", "int8"]  # no FP32 run of that runtime to pair with
+    assert len(report["bundles"]) == 2 and report["bundle"] == report["bundles"][0]
