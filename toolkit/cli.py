@@ -189,6 +189,19 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_pipeline(args) -> int:
+    from .pipeline import Recipe, run_pipeline
+
+    report = run_pipeline(Recipe.load(args.recipe), args.output)
+    failed = [c["check"] for c in report["checks"] if not c["passed"]]
+    print(Path(args.output, "report.md").read_text(encoding="utf-8"))
+    print(f"report written to {Path(args.output) / 'report.json'} and report.md ({report['wall_s']:.0f} s)")
+    if failed:
+        _say(f"error: {len(failed)} check(s) failed, first: {failed[0]}")
+        return 1
+    return 0
+
+
 def cmd_devices(args) -> int:
     from edgecodec.runtimes import BACKENDS, probe
 
@@ -291,6 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     from edgecodec.quantize.cli import add_quantize_parser
 
     add_quantize_parser(sub)
+
+    p = sub.add_parser("pipeline", help="the main job: export, quantize, verify and bench, with a report",
+                       description="Export the FP32 decoder, quantize it to INT8 with each method, verify quality "
+                                   "and runtime agreement on real photos at every rate, bench every usable runtime "
+                                   "and precision, and write report.json and report.md in the run directory. "
+                                   "Defaults: the embedded model and the sample photos installed packages ship.")
+    p.add_argument("--recipe", default=None, help="TOML file changing model, sizes, images, methods, runtimes "
+                                                  "(keys: see edgecodec.pipeline.Recipe)")
+    p.add_argument("-o", "--output", required=True, help="run directory")
+    p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("devices", help="which decoder backends are usable here, and why not")
     p.add_argument("--json", action="store_true")

@@ -1,0 +1,101 @@
+"""`edgecodec pipeline` end to end on a reduced recipe (one small size, PTQ and a few QAT steps, two
+rates, two bench runs), and the recipe's error handling."""
+
+import json
+
+import pytest
+
+from edgecodec.cli import main
+
+RECIPE = """
+sizes = ["128x192"]
+max_images = 1
+rates = "0,3"
+methods = ["ptq", "qat"]
+calibration_samples = 4
+qat_steps = 2
+quality_drop_db = 1.0
+runtimes = "onnxruntime-cpu,openvino-cpu"
+bench_runs = 2
+bench_warmup = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # QAT next to the bench workers on 2 cores (see test_quantize.py)
+    try:
+        root = tmp_path_factory.mktemp("pipeline")
+        (root / "recipe.toml").write_text(RECIPE)
+        rc = main(["pipeline", "--recipe", str(root / "recipe.toml"), "-o", str(root / "run")])
+    finally:
+        torch.set_num_threads(threads)
+    return rc, root / "run", json.loads((root / "run" / "report.json").read_text())
+
+
+def test_pipeline_runs_every_step(run):
+    rc, out, report = run
+    assert [s["status"] for s in report["steps"]] == ["ok"] * len(report["steps"]), report["steps"]
+    assert [s["step"] for s in report["steps"]][0] == "export FP32" and len(report["steps"]) == 6
+    assert set(report["bundles"]) == {"fp32", "int8-ptq", "int8-qat"}
+    for label in report["bundles"]:
+        manifest = json.loads((out / label / "manifest.json").read_text())
+        assert manifest["precision"] == ("fp32" if label == "fp32" else "int8")
+        assert [g["size"] for g in manifest["graphs"]] == [[128, 192]]
+    assert (out / "bench.json").is_file() and (out / "bench.md").is_file() and (out / "report.md").is_file()
+    assert rc == (0 if report["passed"] else 1)
+
+
+def test_pipeline_quality_covers_every_bundle_runtime_and_rate(run):
+    _, _, report = run
+    rows = report["quality"]["rows"]
+    seen = {(r["bundle"], r["runtime"], r["rate"]) for r in rows}
+    expected = {("torch", "torch-cpu", r) for r in (0, 3)} | {
+        (b, rt, r) for b in ("fp32", "int8-ptq", "int8-qat") for rt in ("onnxruntime-cpu", "openvino-cpu")
+        for r in (0, 3)}
+    assert seen == expected
+    # the same streams for every decoder: bpp agrees, the rates differ
+    bpp = {r["rate"]: r["bpp"] for r in rows if r["bundle"] == "torch"}
+    assert bpp[3] > bpp[0] and all(r["bpp"] == bpp[r["rate"]] for r in rows)
+    fp32 = [r for r in rows if r["bundle"] == "fp32"]
+    assert all(r["psnr_vs_fp32_reference"] >= 50 and r["max_abs_vs_fp32_reference"] <= 2 for r in fp32)
+    int8 = [r for r in rows if r["bundle"].startswith("int8")]
+    assert all(25 <= r["psnr_vs_fp32_reference"] < 100 for r in int8)  # quantized: close, not identical
+    names = [c["check"] for c in report["checks"]]
+    assert sum("decodes to the same image twice" in n for n in names) == 6
+    assert sum("PSNR drop against FP32" in n for n in names) == 4
+    assert all(c["passed"] for c in report["checks"] if "twice" in c["check"] or "agrees" in c["check"])
+
+
+def test_pipeline_benches_int8_beside_fp32(run):
+    _, out, report = run
+    results = report["bench"]["results"]
+    assert {(r["runtime"], r["bundle_precision"]) for r in results} == {
+        ("onnxruntime-cpu", "fp32"), ("openvino-cpu", "fp32"), ("onnxruntime-cpu", "int8"),
+        ("openvino-cpu", "int8"), ("torch-cpu", "fp32")}
+    for r in results:
+        assert "error" not in r, r
+        assert r["speedup_vs_torch"] > 0
+        if r["bundle_precision"] == "int8":
+            assert r["speedup_vs_fp32"] > 0
+    md = (out / "report.md").read_text()
+    assert "## Quality" in md and "## Latency" in md and "×fp32" in md and "int8-qat" in md
+
+
+@pytest.mark.parametrize("text, message", [
+    ("sizes = [\"128x192\"]\nwarp = 9\n", "unknown key 'warp'"),
+    ("methods = [\"magic\"]\n", "unknown method 'magic'"),
+    ("bench_runs = \"ten\"\n", "'bench_runs' should be int"),
+    ("sizes = [\"100x100\"]\n", "not a positive multiple of 64"),
+    ("this is not toml", "not valid TOML"),
+])
+def test_bad_recipe_is_one_line(tmp_path, capsys, text, message):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    rc = main(["pipeline", "--recipe", str(recipe), "-o", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run" / "report.json").exists()

@@ -1,0 +1,338 @@
+"""`edgecodec pipeline`: the main job, from a checkpoint to measured edge decoders.
+
+    export FP32 -> quantize INT8 (each method) -> verify (quality and runtime agreement on real
+    photos, every rate) -> bench every usable runtime and precision -> report.json / report.md
+
+Every step's result lands in RUN_DIR (bundles fp32/ and int8-METHOD/, bench.json/.md, the
+reports); a step that fails is recorded and the later steps that do not need it still run, so a
+report always says what worked. A recipe (TOML) changes the model, sizes, images and so on:
+
+    model = "tiny"
+    sizes = ["448x640"]
+    images = "samples"          # the photos installed packages ship, or a folder of images
+    methods = ["ptq", "accuracy", "qat"]
+    runtimes = "all"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .console import say
+from .errors import EdgecodecError
+
+SCHEMA = "edgecodec-pipeline/1"
+RUNTIME_FORMATS = {"onnxruntime-cpu": "onnx", "openvino-cpu": "openvino"}  # verified on every bundle
+
+
+@dataclass
+class Recipe:
+    model: str = "tiny"
+    sizes: list[str] = field(default_factory=lambda: ["448x640"])  # the sample photos are 427x640
+    images: str = "samples"  # "samples" or a folder; images of another padded size are fitted to sizes[0]
+    max_images: int = 8  # images used to verify quality
+    rates: str = "all"
+    formats: list[str] = field(default_factory=lambda: ["onnx", "openvino"])
+    methods: list[str] = field(default_factory=lambda: ["ptq", "accuracy", "qat"])
+    calibration_samples: int = 16
+    max_drop: float = 0.1  # dB, the accuracy method's target
+    quality_drop_db: float = 0.3  # verify: largest PSNR loss of an INT8 decoder against FP32
+    qat_steps: int = 20
+    qat_lr: float = 1e-6
+    runtimes: str = "all"
+    bench_runs: int = 10
+    bench_warmup: int = 2
+    bench_threads: int | None = None
+
+    @classmethod
+    def load(cls, path: str | None) -> "Recipe":
+        if path is None:
+            return cls()
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EdgecodecError(f"recipe {path}: no such file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise EdgecodecError(f"recipe {path}: not valid TOML ({exc})") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "recipe") -> "Recipe":
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise EdgecodecError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(fields)})")
+        default = cls()
+        for key, value in data.items():
+            want = type(getattr(default, key))
+            ok = (isinstance(value, want) and not (want is int and isinstance(value, bool))) or (
+                key == "bench_threads" and isinstance(value, int)) or (want is float and isinstance(value, int))
+            if not ok:
+                raise EdgecodecError(f"{where}: '{key}' should be {want.__name__}, got {value!r}")
+        recipe = cls(**data)
+        recipe.check()
+        return recipe
+
+    def check(self) -> None:
+        from edgecodec.quantize.bundle import METHODS
+
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise EdgecodecError(f"recipe: unknown method '{bad[0]}' (choose from {', '.join(METHODS)})")
+        if not self.sizes:
+            raise EdgecodecError("recipe: 'sizes' is empty")
+        if min(self.max_images, self.calibration_samples, self.bench_runs) < 1 or self.bench_warmup < 0:
+            raise EdgecodecError("recipe: max_images, calibration_samples and bench_runs must be at least 1")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- the steps ---------------------------------------------------------------------------------------
+
+class Run:
+    """Step bookkeeping: timing, status and the error of a failed step, in order."""
+
+    def __init__(self, total: int):
+        self.steps: list[dict] = []
+        self.total = total
+
+    def step(self, name: str, fn, *args, **kwargs):
+        say(f"[{len(self.steps) + 1}/{self.total}] {name}")
+        t0 = time.perf_counter()
+        entry = {"step": name, "status": "ok"}
+        try:
+            result = fn(*args, **kwargs)
+        except EdgecodecError as exc:  # a user-facing failure: record it and go on
+            entry.update(status="failed", error=str(exc))
+            say(f"{name}: failed: {exc}")
+            result = None
+        entry["seconds"] = round(time.perf_counter() - t0, 2)
+        self.steps.append(entry)
+        return result
+
+
+def verification_images(recipe: Recipe, multiple: int, sizes: list[tuple[int, int]]) -> list[tuple[str, np.ndarray]]:
+    """The recipe's images, each fitted to the first size unless its padded size is a bundle size."""
+    from edgecodec.quantize.calibration import fit_image, read_folder
+
+    from .imageio import sample_images
+
+    if recipe.images == "samples":
+        images = sorted(sample_images().items())
+    else:
+        if not Path(recipe.images).is_dir():
+            raise EdgecodecError(f"recipe images {recipe.images!r}: not 'samples' and not a folder")
+        images = read_folder(recipe.images, limit=recipe.max_images, notify=say)
+    images = images[: recipe.max_images]
+    if not images:
+        raise EdgecodecError(f"no images in {recipe.images}")
+    out = []
+    for name, rgb in images:
+        h, w = rgb.shape[:2]
+        padded = (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
+        out.append((name, rgb if padded in sizes else fit_image(rgb, *sizes[0])))
+    return out
+
+
+def decoders_for(bundle_dir: str, bundle) -> list[tuple[str, object]]:
+    """(runtime name, decoder) for every CPU runtime that is usable here and has a graph in the bundle."""
+    from edgecodec.runtimes import create_decoder, probe
+
+    files = set().union(*(g["files"] for g in bundle.manifest["graphs"]))
+    return [(name, create_decoder(name, bundle=bundle_dir)) for name, fmt in RUNTIME_FORMATS.items()
+            if fmt in files and probe(name)[0]]
+
+
+def verify(loaded, bundles: dict[str, str], images, rates: list[int], recipe: Recipe) -> dict:
+    """Decode every image at every rate with torch (the FP32 reference) and with every runtime of
+    every bundle: PSNR against the original and against the reference, per rate; then the checks."""
+    from edgecodec.export.bundle import open_bundle
+    from edgecodec.export.exporter import TOLERANCES
+    from edgecodec.runtimes import create_decoder
+
+    from .coding import encode_image
+    from .metrics import bpp, psnr
+
+    streams = [(name, rgb, rate, encode_image(loaded.codec, rgb, rate)) for name, rgb in images for rate in rates]
+    reference = create_decoder("torch-cpu", model=loaded)
+    ref_out = [reference.decode(data) for *_, data in streams]
+    rows, checks = [], []
+
+    def record(label: str, precision: str, runtime: str, decoder, outs):
+        for rate in rates:
+            mine = [(s, o, r) for s, o, r in zip(streams, outs, ref_out) if s[2] == rate]
+            rows.append({
+                "bundle": label, "precision": precision, "runtime": runtime, "rate": rate,
+                "device": decoder.info.device, "images": len(mine),
+                "bpp": float(np.mean([bpp(len(s[3]), *s[1].shape[:2]) for s, _, _ in mine])),
+                "psnr": float(np.mean([psnr(s[1], o) for s, o, _ in mine])),
+                "psnr_vs_fp32_reference": float(np.mean([min(psnr(r, o), 100.0) for _, o, r in mine])),
+                "max_abs_vs_fp32_reference": int(max(np.abs(o.astype(int) - r).max() for _, o, r in mine)),
+            })
+
+    record("torch", "fp32", "torch-cpu", reference, ref_out)
+    ref_psnr = {r["rate"]: r["psnr"] for r in rows}
+    for label, path in bundles.items():
+        bundle = open_bundle(path)
+        precision = bundle.manifest["precision"]
+        for runtime, decoder in decoders_for(path, bundle):
+            outs = [decoder.decode(data) for *_, data in streams]
+            again = decoder.decode(streams[0][3])
+            record(label, precision, runtime, decoder, outs)
+            checks.append({"check": f"{label} {runtime}: the same stream decodes to the same image twice",
+                           "passed": bool(np.array_equal(again, outs[0]))})
+            mine = [r for r in rows if r["bundle"] == label and r["runtime"] == runtime]
+            if precision == "int8":
+                drop = max(ref_psnr[r["rate"]] - r["psnr"] for r in mine)
+                checks.append({"check": f"{label} {runtime}: PSNR drop against FP32 at most "
+                                        f"{recipe.quality_drop_db} dB at every rate", "passed": drop <= recipe.quality_drop_db,
+                               "value": round(drop, 3)})
+            else:
+                worst = min(r["psnr_vs_fp32_reference"] for r in mine)
+                tol = TOLERANCES[precision].min_psnr
+                checks.append({"check": f"{label} {runtime}: agrees with torch (PSNR at least {tol} dB)",
+                               "passed": worst >= tol, "value": round(worst, 2)})
+    return {"reference": "torch-cpu fp32", "streams": len(streams), "rows": rows, "checks": checks}
+
+
+def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
+    from edgecodec.benchmarks.machine import machine_info
+    from edgecodec.benchmarks.report import write_reports
+    from edgecodec.benchmarks.runner import BenchConfig, run_bench
+    from edgecodec.export.exporter import export_bundle, parse_sizes
+    from edgecodec.quantize.bundle import QuantizeOptions, quantize_bundle
+    from edgecodec.quantize.calibration import sets_from_images, build_sets
+
+    from .evaluate import parse_rates
+    from .imageio import write_text_atomic
+    from .weights import load_model
+
+    recipe.check()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    loaded = load_model(recipe.model)
+    multiple = loaded.codec.cfg.multiple
+    sizes = parse_sizes(",".join(recipe.sizes), multiple)
+    rates = parse_rates(recipe.rates, loaded.codec.cfg.num_rates)
+    images = verification_images(recipe, multiple, sizes)
+    run = Run(total=3 + len(recipe.methods) + 1)
+
+    bundles: dict[str, str] = {}
+    fp32 = run.step("export FP32", export_bundle, loaded, str(out / "fp32"), recipe.formats, "fp32", sizes,
+                    say=say)
+    if fp32 is not None:
+        bundles["fp32"] = str(fp32.root)
+
+    def calibration():
+        if recipe.images == "samples":
+            return {s: sets_from_images(loaded.codec, images, recipe.calibration_samples, s,
+                                        validation=min(recipe.calibration_samples, 8),
+                                        source="the sample photos (scikit-learn)") for s in sizes}
+        return {s: build_sets(loaded.codec, recipe.images, recipe.calibration_samples, s) for s in sizes}
+
+    sets = run.step("calibration items (encoded and parsed as at decode time)", calibration)
+    quant = {}
+    for method in recipe.methods:
+        options = QuantizeOptions(method=method, formats=list(recipe.formats), samples=recipe.calibration_samples,
+                                  max_drop=recipe.max_drop, qat_steps=recipe.qat_steps, qat_lr=recipe.qat_lr,
+                                  allow_parity_failure=True)  # verify judges INT8 quality against FP32
+        b = run.step(f"quantize INT8 ({method})", quantize_bundle, loaded, str(out / f"int8-{method}"), sizes,
+                     options, sets=sets, say=say) if sets else None
+        if b is not None:
+            bundles[f"int8-{method}"] = str(b.root)
+            quant[f"int8-{method}"] = _quantization_summary(b.manifest)
+    quality = run.step("verify quality and runtime agreement", verify, loaded, bundles, images, rates, recipe) \
+        if bundles else None
+    bench = None
+    if bundles:
+        config = BenchConfig(bundle=list(bundles.values()), runtimes=recipe.runtimes, runs=recipe.bench_runs,
+                             warmup=recipe.bench_warmup, threads=recipe.bench_threads)
+        bench = run.step("bench every runtime and precision", run_bench, config,
+                         say=lambda m: say(f"bench: {m}"))
+        if bench is not None:
+            write_reports(bench, str(out / "bench.json"), str(out / "bench.md"))
+    checks = list((quality or {}).get("checks", []))
+    checks += [{"check": f"step '{s['step']}' ran", "passed": s["status"] == "ok"} for s in run.steps]
+    report = {
+        "schema": SCHEMA,
+        "recipe": recipe.to_json(),
+        "model": {"name": loaded.name, "source": loaded.source, "trained": loaded.trained,
+                  "fingerprint": loaded.codec.stream_spec().fingerprint.hex()},
+        "machine": machine_info(),
+        "sizes": [list(s) for s in sizes],
+        "images": [{"name": n, "size": list(rgb.shape[:2])} for n, rgb in images],
+        "bundles": bundles,
+        "steps": run.steps,
+        "quantization": quant,
+        "quality": quality,
+        "bench": bench,
+        "checks": checks,
+        "passed": all(c["passed"] for c in checks),
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    write_text_atomic(out / "report.md", to_markdown(report))
+    return report
+
+
+def _quantization_summary(manifest: dict) -> dict:
+    q = manifest["quantization"]
+    return {"method": q["method"], "calibration_items": q["calibration"]["items_per_size"],
+            "quantized_ops": q.get("quantized_ops"), "float": q.get("float"),
+            "quality": q.get("quality", {}).get("validation"),
+            "parity_passed": manifest.get("parity", {}).get("passed")}
+
+
+# --- the report --------------------------------------------------------------------------------------
+
+def to_markdown(report: dict) -> str:
+    from edgecodec.benchmarks.machine import machine_line
+    from edgecodec.benchmarks.report import latency_table
+
+    m = report["model"]
+    lines = ["# edgecodec pipeline report", "",
+             f"**Model:** {m['name']} ({m['source']}, fingerprint {m['fingerprint']}). "
+             f"**Sizes:** {', '.join(f'{h}x{w}' for h, w in report['sizes'])}. "
+             f"**Images:** {', '.join(i['name'] for i in report['images'])}. "
+             f"**Machine:** {machine_line(report['machine'])}. **Wall time:** {report['wall_s']:.0f} s.", "",
+             f"**Result:** {'all checks passed' if report['passed'] else 'some checks FAILED'}.", "",
+             "## Steps", "", "| step | status | seconds |", "|---|---|--:|"]
+    lines += [f"| {s['step']} | {s['status']}{': ' + s['error'] if s.get('error') else ''} | {s['seconds']:.1f} |"
+              for s in report["steps"]]
+    if report.get("quality"):
+        lines += ["", "## Quality", "",
+                  "Every image encoded at every rate, decoded by torch (the FP32 reference) and by each runtime of "
+                  "each bundle. PSNR against the original; \"vs FP32\" is the PSNR between this decoder's image "
+                  "and the reference's; max |diff| is in 8-bit levels.", "",
+                  "| bundle | runtime | rate | bpp | PSNR dB | drop vs FP32 dB | vs FP32 dB | max diff |",
+                  "|---|---|--:|--:|--:|--:|--:|--:|"]
+        ref = {r["rate"]: r["psnr"] for r in report["quality"]["rows"] if r["bundle"] == "torch"}
+        for r in report["quality"]["rows"]:
+            lines.append(f"| {r['bundle']} | {r['runtime']} | {r['rate']} | {r['bpp']:.4f} | {r['psnr']:.2f} | "
+                         f"{ref[r['rate']] - r['psnr']:+.2f} | {r['psnr_vs_fp32_reference']:.1f} | "
+                         f"{r['max_abs_vs_fp32_reference']} |")
+    if report.get("quantization"):
+        lines += ["", "## INT8 bundles", "", "| bundle | method | calibration items | INT8 layers | "
+                  "validation drop (per runtime) |", "|---|---|--:|--:|---|"]
+        for label, q in report["quantization"].items():
+            drops = ", ".join(f"{rt} {v['drop_db']:+.2f} dB" for rt, v in (q.get("quality") or {}).items())
+            lines.append(f"| {label} | {q['method']} | {q['calibration_items']} | {q['quantized_ops']} | {drops} |")
+    if report.get("bench"):
+        lines += ["", "## Latency", "", "From bench.json (full report with stage times in bench.md).", ""]
+        lines += latency_table(report["bench"])
+    lines += ["", "## Checks", ""]
+    lines += [f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']}"
+              + (f" ({c['value']})" if c.get("value") is not None else "") for c in report["checks"]]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["Recipe", "run_pipeline", "to_markdown", "verify"]
