@@ -23,9 +23,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runs=args.runs, warmup=args.warmup, rate=args.rate, seed=args.seed, threads=args.threads,
         reference=not args.no_reference, timeout_s=args.timeout, verbose=args.verbose)
     report = run_bench(config, say=lambda msg: say(f"bench: {msg}"))
-    write_reports(report, args.json, args.md)
+    write_reports(report, args.json, args.md, args.html)
     print("\n".join(latency_table(report)))
-    print(f"\nresults written to {args.json}" + (f" and {args.md}" if args.md else ""))
+    written = [args.json, *(path for path in (args.md, args.html) if path)]
+    print("\nresults written to " + (", ".join(written[:-1]) + " and " if len(written) > 1 else "") + written[-1])
     ok = [r for r in report["results"] if "error" not in r]
     return 0 if ok else 1
 
@@ -53,6 +54,7 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per runtime and size")
     p.add_argument("--json", required=True, help="where to write the JSON results")
     p.add_argument("--md", default=None, help="where to write a Markdown report")
+    p.add_argument("--html", default=None, metavar="OUT.html", help="where to write an HTML report with plots")
     p.add_argument("--verbose", action="store_true", help="show the runtimes' own output")
     p.set_defaults(func=cmd_bench)
     return p

@@ -1,4 +1,4 @@
-"""The benchmark report: one JSON schema (machine + results) and a Markdown rendering of it.
+"""The benchmark report: one JSON schema (machine + results) and its Markdown rendering (HTML: html.py).
 
 Result entries always carry the contract keys, in this order (null where a runtime failed, with a
 one-line "error"):
@@ -19,6 +19,7 @@ import json
 from .machine import contention_warning, machine_line
 
 SCHEMA = "edgecodec-bench/1"
+TITLE = "edgecodec decode latency"
 REFERENCE = "torch-cpu"
 CONTRACT_KEYS = ("runtime", "precision", "size", "latency_ms", "first_inference_ms", "compile_ms", "stages_ms",
                  "peak_rss_mb", "gflops", "gflops_per_s", "actual_device")
@@ -97,51 +98,73 @@ def bundle_label(r: dict) -> str:
     return PurePath(r["bundle"]).name if r.get("bundle") else "–"
 
 
-def latency_table(report: dict) -> list[str]:
-    """The main Markdown table (one row per runtime, bundle and size that ran), as lines."""
-    several = len(report.get("bundles") or []) > 1
-    lines = [
-        "| runtime | " + ("bundle | " if several else "") + "precision | size | mean ms | p50 ms | p90 ms | p99 ms | "
-        f"first inference ms | read ms | compile ms | peak RSS MB | GFLOP/s | device | ×{REFERENCE} | ×fp32 |",
-        "|---|" + ("---|" if several else "") + "---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|",
-    ]
+def size_label(r: dict) -> str:
+    return f"{r['size'][0]}x{r['size'][1]}"
+
+
+def report_bundles(report: dict) -> list[dict]:
+    """The bundles measured; reports from before multi-bundle runs only have "bundle"."""
+    return report.get("bundles") or [report["bundle"]]
+
+
+def header_facts(report: dict) -> dict[str, str]:
+    """The sentences above the tables (model, input, method), shared by the Markdown and HTML reports."""
+    cfg, results, first = report["config"], report["results"], report_bundles(report)[0]
+    rates = sorted({r.get("rate") for r in results if r.get("rate") is not None})
+    stream = {tuple(r["size"]): r.get("stream_bytes") for r in results}
+    return {
+        "model": f"model {first['model']} (fingerprint {first['fingerprint']})",
+        "input": f"a synthetic .edc drawn from the model's prior, rate {', '.join(map(str, rates))} ("
+                 + ", ".join(f"{h}x{w}: {n} bytes" for (h, w), n in stream.items()) + ").",
+        "method": f"each runtime in a fresh process, in turn, on the same stream; first decode timed alone, "
+                  f"then {cfg['warmup']} warm-up and {cfg['runs']} timed decodes"
+                  + (f"; threads={cfg['threads']} asked of every runtime." if cfg.get("threads")
+                     else "; each runtime's default thread count."),
+    }
+
+
+def latency_rows(report: dict) -> tuple[list[tuple[str, bool]], list[list[str]]]:
+    """The main table's columns (title, numeric) and its cells: one row per runtime, bundle and size that
+    ran. The bundle column only appears when several bundles were measured."""
+    several = len(report_bundles(report)) > 1
+    columns = [("runtime", False)] + ([("bundle", False)] if several else []) + [
+        ("precision", False), ("size", False), *((f"{c} ms", True) for c in ("mean", "p50", "p90", "p99")),
+        ("first inference ms", True), ("read ms", True), ("compile ms", True), ("peak RSS MB", True),
+        ("GFLOP/s", True), ("device", False), (f"×{REFERENCE}", True), ("×fp32", True)]
+    rows = []
     for r in report["results"]:
         if "error" in r:
             continue
         lat = r["latency_ms"]
-        lines.append(
-            f"| {r['runtime']} | " + (f"{bundle_label(r)} | " if several else "")
-            + f"{r['precision']} | {r['size'][0]}x{r['size'][1]} | {_ms(lat['mean'])} | "
-            f"{_ms(lat['p50'])} | {_ms(lat['p90'])} | {_ms(lat['p99'])} | {_ms(r['first_inference_ms'])} | "
-            f"{_ms(r.get('read_ms'))} | {_ms(r['compile_ms'])} | {_num(r['peak_rss_mb'], '{:.0f}')} | "
-            f"{_num(r['gflops_per_s'])} | {r['actual_device']} | {_num(r.get('speedup_vs_torch'), '{:.2f}')} | "
-            f"{_num(r.get('speedup_vs_fp32'), '{:.2f}')} |")
-    return lines
+        rows.append([r["runtime"], *([bundle_label(r)] if several else []), r["precision"], size_label(r),
+                     *(_ms(lat[k]) for k in ("mean", "p50", "p90", "p99")), _ms(r["first_inference_ms"]),
+                     _ms(r.get("read_ms")), _ms(r["compile_ms"]), _num(r["peak_rss_mb"], "{:.0f}"),
+                     _num(r["gflops_per_s"]), str(r["actual_device"]), _num(r.get("speedup_vs_torch"), "{:.2f}"),
+                     _num(r.get("speedup_vs_fp32"), "{:.2f}")])
+    return columns, rows
+
+
+def latency_table(report: dict) -> list[str]:
+    """The main Markdown table, as lines."""
+    columns, rows = latency_rows(report)
+    return ["| " + " | ".join(title for title, _ in columns) + " |",
+            "|" + "".join("--:|" if numeric else "---|" for _, numeric in columns),
+            *("| " + " | ".join(row) + " |" for row in rows)]
 
 
 def to_markdown(report: dict) -> str:
-    cfg, results = report["config"], report["results"]
-    bundles = report.get("bundles") or [report["bundle"]]
+    results, bundles, facts = report["results"], report_bundles(report), header_facts(report)
     ok = [r for r in results if "error" not in r]
     failed = [r for r in results if "error" in r]
-    rates = sorted({r.get("rate") for r in results if r.get("rate") is not None})
-    stream = {tuple(r["size"]): r.get("stream_bytes") for r in results}
     lines = [
-        "# edgecodec decode latency",
+        f"# {TITLE}",
         "",
         f"**Machine:** {machine_line(report['machine'])}",
         "",
         *([f"**Warning:** {warning}.", ""] if (warning := contention_warning(report["machine"])) else []),
         ("**Bundles:** " if len(bundles) > 1 else "**Bundle:** ")
         + "; ".join(f"`{b['path']}` ({b['precision']})" for b in bundles)
-        + f", model {bundles[0]['model']} (fingerprint {bundles[0]['fingerprint']}). "
-        f"**Input:** a synthetic .edc drawn from the model's prior, rate "
-        f"{', '.join(map(str, rates))} ("
-        + ", ".join(f"{h}x{w}: {n} bytes" for (h, w), n in stream.items()) + "). "
-        f"**Method:** each runtime in a fresh process, in turn, on the same stream; first decode timed alone, "
-        f"then {cfg['warmup']} warm-up and {cfg['runs']} timed decodes"
-        + (f"; threads={cfg['threads']} asked of every runtime." if cfg.get("threads") else "; each runtime's "
-           "default thread count."),
+        + f", {facts['model']}. **Input:** {facts['input']} **Method:** {facts['method']}",
         "",
     ]
     lines += latency_table(report)
@@ -150,12 +173,12 @@ def to_markdown(report: dict) -> str:
               "|---|---|---|---|" + "--:|" * (len(STAGES) + 2)]
     for r in ok:
         st = r.get("stages_ms") or {}
-        lines.append(f"| {r['runtime']} | {bundle_label(r)} | {r['precision']} | {r['size'][0]}x{r['size'][1]} | "
+        lines.append(f"| {r['runtime']} | {bundle_label(r)} | {r['precision']} | {size_label(r)} | "
                      + " | ".join(_ms(st.get(k)) for k, _ in STAGES)
                      + f" | {_num(r['gflops'], '{:.2f}')} | {_num(r.get('graph_gflops_per_s'))} |")
     if failed:
         lines += ["", "Runtimes that did not run:", ""]
-        lines += [f"- **{r['runtime']}** {r['size'][0]}x{r['size'][1]}: {r['error']}" for r in failed]
+        lines += [f"- **{r['runtime']}** {size_label(r)}: {r['error']}" for r in failed]
     if report.get("skipped_runtimes"):
         lines += ["", "Not measured (`--runtime all` left them out):", ""]
         lines += [f"- {name}: {why}" for name, why in report["skipped_runtimes"].items()]
@@ -180,10 +203,14 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_reports(report: dict, json_path: str, md_path: str | None = None) -> None:
-    """Both files are written atomically: a reader never sees half a report."""
+def write_reports(report: dict, json_path: str, md_path: str | None = None, html_path: str | None = None) -> None:
+    """Every file is written atomically: a reader never sees half a report."""
     from edgecodec.imageio import write_text_atomic
+
+    from .html import to_html
 
     write_text_atomic(json_path, to_json(report))
     if md_path:
         write_text_atomic(md_path, to_markdown(report))
+    if html_path:
+        write_text_atomic(html_path, to_html(report))
