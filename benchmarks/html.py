@@ -161,7 +161,7 @@ def to_html(report: dict) -> str:
                   for r in failed]
         parts.append("</ul>")
     if report.get("skipped_runtimes"):
-        parts += ["<h2>Not measured</h2>", "<p><code>--runtime all</code> left them out:</p>", "<ul>"]
+        parts += ["<h2>Not measured</h2>", "<p>Unusable here, or no graph of their format in a bundle:</p>", "<ul>"]
         parts += [f"<li>{escape(str(name))}: {escape(str(why))}</li>"
                   for name, why in report["skipped_runtimes"].items()]
         parts.append("</ul>")

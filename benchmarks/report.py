@@ -71,7 +71,7 @@ def build_report(machine: dict, config: dict, manifests: dict | list[dict], resu
         "bundles": bundles,
         "config": config,
         "reference": REFERENCE,
-        "skipped_runtimes": dict(skipped or {}),  # left out of `--runtime all`, with the reason
+        "skipped_runtimes": dict(skipped or {}),  # runtimes (or runtime, bundle pairs) left out, with the reason
         "results": [finish_result(dict(r), refs.get(tuple(r["size"])), fp32.get((r["runtime"], tuple(r["size"]))))
                     for r in results],
     }
@@ -180,7 +180,7 @@ def to_markdown(report: dict) -> str:
         lines += ["", "Runtimes that did not run:", ""]
         lines += [f"- **{r['runtime']}** {size_label(r)}: {r['error']}" for r in failed]
     if report.get("skipped_runtimes"):
-        lines += ["", "Not measured (`--runtime all` left them out):", ""]
+        lines += ["", "Not measured (unusable here, or no graph of their format in a bundle):", ""]
         lines += [f"- {name}: {why}" for name, why in report["skipped_runtimes"].items()]
     have_ref = any(r.get("speedup_vs_torch") is not None for r in ok)
     lines += [

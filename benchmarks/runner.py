@@ -243,7 +243,14 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
     for path, manifest in zip(paths, manifests):
         names = resolve_runtimes(config.runtimes, manifest, reference=False, probe=probe_once, skipped=skipped)
         wants_reference = wants_reference or REFERENCE in names
-        plan.append((path, manifest, [n for n in names if n != REFERENCE]))
+        names = [n for n in names if n != REFERENCE]
+        if len(paths) > 1:  # a runtime named for the run that one bundle cannot serve (no graph of its format)
+            for n in list(names):
+                problems = [bundle_problem(n, manifest, s) for s in sizes]
+                if all(problems):
+                    names.remove(n)
+                    skipped[f"{n} ({Path(path).name})"] = problems[0]
+        plan.append((path, manifest, names))
     measured = {n for _, _, names in plan for n in names} | ({REFERENCE} if wants_reference else set())
     skipped = {k: v for k, v in skipped.items() if k not in measured}
     rate = spec.num_rates - 1 if config.rate is None else config.rate

@@ -218,3 +218,21 @@ def test_speedup_vs_fp32_pairs_runtime_and_size(spec):
     assert by["openvino-cpu", "int8"]["speedup_vs_torch"] == pytest.approx(2.5)
     assert "speedup_vs_fp32" not in by["onnxruntime-cpu", "int8"]  # no FP32 run of that runtime to pair with
     assert len(report["bundles"]) == 2 and report["bundle"] == report["bundles"][0]
+
+
+def test_bench_skips_a_runtime_one_bundle_has_no_graph_for(bundle_dir, spec, tmp_path):
+    """FP32 with ONNX + IR beside an IR-only INT8 bundle: onnxruntime runs on the first only, and the
+    report says why it left the second out instead of failing a row."""
+    int8 = tmp_path / "int8"
+    int8.mkdir()
+    manifest = _manifest(spec)
+    manifest["precision"] = "int8"
+    del manifest["graphs"][0]["files"]["onnx"]
+    (int8 / "manifest.json").write_text(json.dumps(manifest))
+    rc = bench("--bundle", f"{bundle_dir},{int8}", "--runtime", "onnxruntime-cpu,torch-cpu", "--runs", "1",
+               "--warmup", "0", "--json", str(tmp_path / "b.json"))
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert rc == 0
+    assert report["skipped_runtimes"] == {"onnxruntime-cpu (int8)": "the bundle has no onnx graph for 128x192"}
+    assert [(r["runtime"], r["bundle_precision"]) for r in report["results"]] == [
+        ("onnxruntime-cpu", "fp32"), ("torch-cpu", "fp32")]
