@@ -5,7 +5,7 @@ PTQ (ptq.py), accuracy-controlled PTQ (accuracy.py) and QAT (qat.py) all build t
 here, from the graph they quantize (an ONNX ModelProto or the torch DecodeGraph), so the three
 methods keep the same layers in float.
 
-Measured on `tiny` (seeded random weights, 64x128, the two sample photos at every rate, 4
+Measured on `tiny` before it was trained (seeded random weights, 64x128, the two sample photos at every rate, 4
 calibration and 4 other validation streams; PSNR of the INT8 output against the FP32 output through
 ONNX Runtime, mean / worst item):
 
