@@ -1,10 +1,11 @@
 """INT8 quantization with NNCF: real calibration data, the scheme, PTQ / accuracy-controlled PTQ / QAT,
 standard Q/DQ ONNX and OpenVINO INT8 IR that the torch-free runtimes decode.
 
-`tiny` has seeded random weights, so its images are noise-like and PSNR against the original photo
-says nothing; the bound that matters is the PSNR between the INT8 and the FP32 outputs on the same
-stream. Measured here at 64x128: 28-31 dB (ONNX, symmetric) and 29-34 dB (OpenVINO IR, asymmetric
-activations); the test asks for the int8 parity tolerance of export/exporter.py (25 dB).
+`tiny` is the trained embedded default. Measured here at 64x128 (4 calibration items): INT8 vs FP32
+output 46-48 dB on both runtimes and a PSNR drop against the originals of about 0.01 dB. The tests
+ask for 40 dB and 0.3 dB (the quality bound of the quantize issue); the bundle's own parity check
+uses the looser int8 tolerance of export/exporter.py (25 dB), which must also hold for models with
+random weights (diffo: 31 dB).
 """
 
 import json
@@ -19,7 +20,8 @@ from edgecodec.errors import EdgecodecError
 from edgecodec.metrics import psnr
 
 SIZE = (64, 128)
-INT8_VS_FP32_MIN_PSNR = 25.0  # = TOLERANCES["int8"].min_psnr, asserted below
+INT8_VS_FP32_MIN_PSNR = 40.0  # INT8 vs FP32 output of the trained tiny (module docstring)
+MAX_DROP_DB = 0.3  # PSNR against the originals, INT8 below FP32
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -131,10 +133,10 @@ def test_ptq_bundle_is_standard_int8(ptq_bundle):
 
     # measured quality, recorded: FP32 and INT8 PSNR against the originals, and the drop
     for rt, v in q["quality"]["validation"].items():
-        assert abs(v["drop_db"]) < 0.5, rt  # noise-like outputs: the drop vs originals is tiny
+        assert v["drop_db"] <= MAX_DROP_DB, rt
         assert v["psnr_int8_vs_fp32_db"] >= INT8_VS_FP32_MIN_PSNR, rt
     parity = m["parity"]
-    assert TOLERANCES["int8"].min_psnr == INT8_VS_FP32_MIN_PSNR
+    assert TOLERANCES["int8"].min_psnr <= INT8_VS_FP32_MIN_PSNR
     assert parity["passed"] and set(parity["worst"]) == {"onnxruntime-cpu", "openvino-cpu"}
 
 
@@ -184,7 +186,12 @@ def test_qat_checkpoint_restores_and_exports_standard_qdq(tiny, sets, tmp_path):
     # constants of the torch export used to leave a third of them in f32)
     to_openvino(path, tmp_path / "qat.xml")
     prec = runtime_precisions(tmp_path / "qat.xml")
-    assert prec.get("Convolution:i8", 0) >= 120, prec
+    # The CPU plugin's choice depends on the ISA: on an AMX Xeon at least 120 convolutions ran i8;
+    # on an AVX-512 VNNI EPYC 91 of 106 run u8 and the 14 Swin MLP / patch-embedding convolutions
+    # of the symmetric (PERFORMANCE) QAT graph stay f32. The regression this guards against left
+    # about a third of all convolutions in f32.
+    int8_convs = sum(v for k, v in prec.items() if k.startswith("Convolution:") and k[-2:] in ("i8", "u8"))
+    assert int8_convs >= 85, prec
 
     with pytest.raises(EdgecodecError, match="not a readable QAT checkpoint"):
         bad = tmp_path / "bad.pt"
