@@ -45,7 +45,8 @@ def test_pipeline_runs_every_step(run):
         manifest = json.loads((out / label / "manifest.json").read_text())
         assert manifest["precision"] == ("fp32" if label == "fp32" else "int8")
         assert [g["size"] for g in manifest["graphs"]] == [[128, 192]]
-    assert (out / "bench.json").is_file() and (out / "bench.md").is_file() and (out / "report.md").is_file()
+    for name in ("bench.json", "bench.md", "bench.html", "report.md"):
+        assert (out / name).is_file(), name
     assert rc == (0 if report["passed"] else 1)
 
 

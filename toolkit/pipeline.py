@@ -3,8 +3,8 @@
     export FP32 -> quantize INT8 (each method) -> verify (quality and runtime agreement on real
     photos, every rate) -> bench every usable runtime and precision -> report.json / report.md
 
-Every step's result lands in RUN_DIR (bundles fp32/ and int8-METHOD/, bench.json/.md, the
-reports); a step that fails is recorded and the later steps that do not need it still run, so a
+Every step's result lands in RUN_DIR (bundles fp32/ and int8-METHOD/, bench.json/.md/.html,
+the reports); a step that fails is recorded and the later steps that do not need it still run, so a
 report always says what worked. A recipe (TOML) changes the model, sizes, images and so on:
 
     model = "tiny"
@@ -259,7 +259,7 @@ def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
         bench = run.step("bench every runtime and precision", run_bench, config,
                          say=lambda m: say(f"bench: {m}"))
         if bench is not None:
-            write_reports(bench, str(out / "bench.json"), str(out / "bench.md"))
+            write_reports(bench, str(out / "bench.json"), str(out / "bench.md"), str(out / "bench.html"))
     checks = list((quality or {}).get("checks", []))
     checks += [{"check": f"step '{s['step']}' ran", "passed": s["status"] == "ok"} for s in run.steps]
     report = {
@@ -327,7 +327,7 @@ def to_markdown(report: dict) -> str:
             drops = ", ".join(f"{rt} {v['drop_db']:+.2f} dB" for rt, v in (q.get("quality") or {}).items())
             lines.append(f"| {label} | {q['method']} | {q['calibration_items']} | {q['quantized_ops']} | {drops} |")
     if report.get("bench"):
-        lines += ["", "## Latency", "", "From bench.json (full report with stage times in bench.md).", ""]
+        lines += ["", "## Latency", "", "From bench.json (full report with stage times in bench.md, charts in bench.html).", ""]
         lines += latency_table(report["bench"])
     lines += ["", "## Checks", ""]
     lines += [f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']}"
