@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from edgecodec.codec import Codec, DecodeGraph
+from edgecodec.norm import register_group_norm_export
 
 INPUTS = ("indices", "noise", "rate")
 OUTPUTS = ("image",)
@@ -35,6 +36,7 @@ def export_onnx(codec: Codec, height: int, width: int, path: Path, precision: st
     graph = DecodeGraph(codec.cpu().eval()).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation chatter
+        register_group_norm_export(OPSET)
         torch.onnx.export(graph, example_inputs(codec, height, width), str(path), input_names=list(INPUTS),
                           output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False,
                           do_constant_folding=True)

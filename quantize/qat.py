@@ -199,6 +199,7 @@ def export_onnx(student, codec, height: int, width: int, path: Path) -> None:
     from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
 
     from edgecodec.export.onnx_export import INPUTS, OPSET, OUTPUTS, example_inputs, fold_initializer_identities
+    from edgecodec.norm import register_group_norm_export
 
     from .qdq import fold_weight_quantizers
 
@@ -208,6 +209,7 @@ def export_onnx(student, codec, height: int, width: int, path: Path) -> None:
     student.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation chatter
+        register_group_norm_export(OPSET)
         torch.onnx.export(student, example_inputs(codec, height, width), str(path), input_names=list(INPUTS),
                           output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False, do_constant_folding=True)
     model = onnx.load(str(path))

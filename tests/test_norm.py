@@ -1,45 +1,85 @@
-"""The export form of GroupNorm: the same numbers as torch's kernel, and a graph without the
-channel-splitting reshape that costs OpenVINO its layout reorders."""
+"""GroupNorm's export form (edgecodec.norm): the same numbers as torch's kernel, a graph without the
+channel-splitting reshape that costs OpenVINO its layout reorders, and NNCF's hooks on group_norm
+still in the exported graph."""
 
 import io
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from edgecodec.norm import GroupNorm, channelwise_group_norm
-
-
-@pytest.mark.parametrize("channels, groups, offset", [(16, 8, 0.0), (32, 32, 3.0), (64, 32, 20.0), (6, 3, -5.0)])
-def test_matches_torch_group_norm(channels, groups, offset):
-    g = torch.Generator().manual_seed(channels)
-    x = torch.randn(2, channels, 12, 20, generator=g) * 2.5 + offset
-    w, b = torch.randn(channels, generator=g), torch.randn(channels, generator=g)
-    ref = F.group_norm(x, groups, w, b, 1e-6)
-    assert torch.allclose(channelwise_group_norm(x, groups, w, b, 1e-6), ref, atol=2e-5, rtol=0)
-    assert torch.allclose(channelwise_group_norm(x, groups, None, None, 1e-6), F.group_norm(x, groups, eps=1e-6),
-                          atol=2e-5, rtol=0)
+from edgecodec.export.onnx_export import OPSET
+from edgecodec.norm import register_group_norm_export
 
 
-def test_exported_graph_has_no_channel_split_and_runs():
-    import onnx
+def _export(model, x) -> bytes:
+    register_group_norm_export(OPSET)
+    buf = io.BytesIO()
+    torch.onnx.export(model, (x,), buf, input_names=["x"], opset_version=OPSET, dynamo=False)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("channels, groups, offset, affine", [(16, 8, 0.0, True), (32, 32, 3.0, True),
+                                                              (64, 32, 20.0, True), (6, 3, -5.0, False)])
+def test_exported_group_norm_matches_torch(channels, groups, offset, affine):
     import onnxruntime as ort
 
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), GroupNorm(8, 16), torch.nn.SiLU()).eval()
-    x = torch.randn(1, 3, 32, 48)
-    buf = io.BytesIO()
-    torch.onnx.export(model, (x,), buf, input_names=["x"], opset_version=17, dynamo=False)
-    graph = onnx.load_from_string(buf.getvalue()).graph
+    torch.manual_seed(channels)
+    norm = torch.nn.GroupNorm(groups, channels, eps=1e-6, affine=affine).eval()
+    if affine:
+        with torch.no_grad():
+            norm.weight.normal_()
+            norm.bias.normal_()
+    x = torch.randn(2, channels, 12, 20) * 2.5 + offset
+    sess = ort.InferenceSession(_export(norm, x), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = norm(x).numpy()  # eager: torch's own kernel
+    assert np.abs(sess.run(None, {"x": x.numpy()})[0] - ref).max() < 2e-5
+
+
+def test_exported_graph_has_no_channel_split():
+    import onnx
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.GroupNorm(8, 16),
+                                torch.nn.SiLU()).eval()
+    data = _export(model, torch.randn(1, 3, 32, 48))
+    graph = onnx.load_from_string(data).graph
     ops = {n.op_type for n in graph.node}
     assert "InstanceNormalization" not in ops and "ReduceMean" in ops
     # every Reshape acts on [N, C, 1, 1] statistics, never on the [N, C, H, W] activations
     shapes = {t.name: [d.dim_value for d in t.type.tensor_type.shape.dim]
-              for t in onnx.shape_inference.infer_shapes(onnx.load_from_string(buf.getvalue())).graph.value_info}
+              for t in onnx.shape_inference.infer_shapes(onnx.load_from_string(data)).graph.value_info}
     for n in graph.node:
         if n.op_type == "Reshape":
             assert np.prod(shapes[n.output[0]]) <= 16, (n.name, shapes[n.output[0]])
-    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+
+
+def test_quantizer_on_a_group_norm_output_survives_export():
+    """NNCF hooks its activation quantizers onto the ops torch runs; a conv fed straight by GroupNorm
+    (attention q/k/v, Swin MLP) has its input quantizer on group_norm's output. The export rule
+    keeps that op, so the exported graph has the Q/DQ pair the QAT model was trained with."""
+    import nncf
+    import onnx
+    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
+    class NormConv(torch.nn.Module):  # not a root Sequential, which NNCF's hook storage cannot wrap
+        def __init__(self):
+            super().__init__()
+            self.norm, self.conv = torch.nn.GroupNorm(4, 8), torch.nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            return self.conv(self.norm(x))
+
+    torch.manual_seed(0)
+    model = NormConv().eval()
+    x = torch.randn(1, 8, 16, 16)
+    q = nncf.quantize(model, nncf.Dataset([x]), subset_size=1)
+    for m in q.modules():
+        if isinstance(m, BaseQuantizer):
+            m.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
     with torch.no_grad():
-        ref = model(x).numpy()  # eager: torch's own kernel
-    assert np.abs(sess.run(None, {"x": x.numpy()})[0] - ref).max() < 1e-5
+        graph = onnx.load_from_string(_export(q, x)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    conv = next(n for n in graph.node if n.op_type == "Conv")
+    assert producer[conv.input[0]].op_type == "DequantizeLinear"
+    assert "InstanceNormalization" not in {n.op_type for n in graph.node}

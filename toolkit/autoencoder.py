@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import AutoencoderConfig
-from .norm import GroupNorm
 
 
-def norm(channels: int, groups: int) -> GroupNorm:
-    return GroupNorm(min(groups, channels), channels, eps=1e-6, affine=True)
+def norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(groups, channels), channels, eps=1e-6, affine=True)
 
 
 class ResnetBlock(nn.Module):

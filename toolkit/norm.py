@@ -1,43 +1,60 @@
-"""GroupNorm that exports in a layout-neutral form.
+"""GroupNorm's ONNX form: per-channel statistics and one multiply-add, in a layout-neutral graph.
 
-torch's ONNX exporter writes GroupNorm as Reshape(N, G, -1) -> InstanceNormalization -> Reshape.
-That reshape across channels forces OpenVINO's CPU plugin to convert every normalized activation
-from its blocked/channels-last layout back to planar and again (measured: 36-43 % of the tiny
-decoder's time in `reorder_f32`). Exported, this module instead reduces over H, W per channel and
-averages the per-channel statistics over each group on [N, C, 1, 1] tensors only, which every
-layout handles; the result is the same group mean and (biased) group variance. Eager torch keeps
-the native kernel.
+torch's exporter writes GroupNorm as Reshape(N, G, -1) -> InstanceNormalization -> Reshape. That
+reshape across channels forces OpenVINO's CPU plugin to convert every normalized activation from
+its blocked/channels-last layout back to planar and again (measured: 36-43 % of the tiny decoder's
+time in `reorder_f32`). `register_group_norm_export()` replaces the exporter's translation of
+aten::group_norm: reduce over H, W per channel, average those statistics over each group on
+[N, C, 1, 1] tensors only (which every layout handles), then `x * scale + shift`. Same group mean
+and biased variance, same numbers.
+
+It is an export rule, not a module: eager torch keeps its native kernel and every model keeps
+plain nn.GroupNorm, so NNCF's hooks on `group_norm` (QAT's activation quantizers) fire unchanged
+while the graph is traced for export.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+def _group_norm(g, x, num_groups, weight, bias, eps, cudnn_enabled):
+    import torch
+    from torch.onnx import symbolic_helper as sh
+
+    groups = sh._get_const(num_groups, "i", "num_groups")
+    eps = sh._get_const(eps, "f", "eps")
+    channels = sh._get_tensor_dim_size(x, 1)
+    if channels is None:
+        raise RuntimeError("GroupNorm export needs a static channel count")
+
+    def const(value, dtype=torch.int64):
+        return g.op("Constant", value_t=torch.tensor(value, dtype=dtype))
+
+    def group_mean(per_channel):  # [N, C, 1, 1] -> the mean of its group, same shape
+        grouped = g.op("Reshape", per_channel, const([0, groups, -1]))
+        mean = g.op("ReduceMean", grouped, axes_i=[2], keepdims_i=1)
+        return g.op("Reshape", g.op("Expand", mean, g.op("Shape", grouped)), const([-1, channels, 1, 1]))
+
+    mean = group_mean(g.op("ReduceMean", x, axes_i=[2, 3], keepdims_i=1))
+    # two-pass variance (exact); every channel has H*W elements, so the group variance is the mean
+    # of the per-channel ones around the group mean. Pow stays fp32 in fp16 exports.
+    deviation = g.op("Pow", g.op("Sub", x, mean), const(2.0, torch.float32))
+    var = group_mean(g.op("ReduceMean", deviation, axes_i=[2, 3], keepdims_i=1))
+    scale = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, const(eps, torch.float32))))
+    if not sh._is_none(weight):
+        scale = g.op("Mul", scale, g.op("Reshape", weight, const([1, channels, 1, 1])))
+    shift = g.op("Neg", g.op("Mul", mean, scale))
+    if not sh._is_none(bias):
+        shift = g.op("Add", g.op("Reshape", bias, const([1, channels, 1, 1])), shift)
+    # one multiply-add over the full tensor, on per-channel factors: it fuses with the SiLU (and
+    # INT8 quantizer) that follows instead of writing the centred tensor out first
+    return g.op("Add", g.op("Mul", x, scale), shift)
 
 
-class GroupNorm(nn.GroupNorm):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.onnx.is_in_onnx_export():
-            return super().forward(x)
-        return channelwise_group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+def register_group_norm_export(opset: int) -> None:
+    """Make torch.onnx.export (TorchScript, `opset` 13-17: ReduceMean takes axes as an attribute)
+    write GroupNorm in the channel-wise form; idempotent."""
+    import torch
+
+    torch.onnx.register_custom_op_symbolic("aten::group_norm", _group_norm, opset)
 
 
-def channelwise_group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                           eps: float) -> torch.Tensor:
-    n, c = x.shape[:2]
-
-    def group_mean(per_channel: torch.Tensor) -> torch.Tensor:  # [N, C, 1, 1] -> group average, same shape
-        g = per_channel.reshape(n, groups, c // groups).mean(2, keepdim=True)
-        return g.expand(n, groups, c // groups).reshape(n, c, 1, 1)
-
-    mean = group_mean(x.mean((2, 3), keepdim=True))
-    # two-pass variance (exact); every channel has H*W elements, so the group variance is the
-    # mean of the per-channel ones around the group mean
-    var = group_mean((x - mean).pow(2).mean((2, 3), keepdim=True))  # Pow stays fp32 in fp16 exports
-    scale = torch.rsqrt(var + eps)
-    if weight is not None:
-        scale = scale * weight.reshape(1, c, 1, 1)
-    shift = -mean * scale if bias is None else bias.reshape(1, c, 1, 1) - mean * scale
-    # one multiply-add over the full tensor, on per-channel [N, C, 1, 1] factors: it fuses with the
-    # SiLU (and INT8 quantizer) that follows instead of writing the centred tensor out first
-    return x * scale + shift
+__all__ = ["register_group_norm_export"]

@@ -16,11 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .norm import GroupNorm
 
-
-def group_norm(channels: int, groups: int) -> GroupNorm:
-    return GroupNorm(min(groups, channels), channels)  # ResShift's GroupNorm32, eps 1e-5
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(groups, channels), channels)  # ResShift's GroupNorm32, eps 1e-5
 
 
 @lru_cache(maxsize=64)
