@@ -3,6 +3,7 @@ channel-splitting reshape that costs OpenVINO its layout reorders, and NNCF's ho
 still in the exported graph."""
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +16,9 @@ from edgecodec.norm import register_group_norm_export
 def _export(model, x) -> bytes:
     register_group_norm_export(OPSET)
     buf = io.BytesIO()
-    torch.onnx.export(model, (x,), buf, input_names=["x"], opset_version=OPSET, dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer chatter
+        torch.onnx.export(model, (x,), buf, input_names=["x"], opset_version=OPSET, dynamo=False)
     return buf.getvalue()
 
 
