@@ -33,7 +33,18 @@ def io_description(codec: Codec, height: int, width: int) -> dict:
 def export_onnx(codec: Codec, height: int, width: int, path: Path, precision: str = "fp32") -> None:
     import onnx
 
-    graph = DecodeGraph(codec.cpu().eval()).eval()
+    onnx.save(trace_onnx(DecodeGraph(codec.cpu().eval()).eval(), codec, height, width, path), str(path))
+    if precision == "fp16":
+        to_fp16(path)
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def trace_onnx(graph: torch.nn.Module, codec: Codec, height: int, width: int, path: Path):
+    """The one way a decode graph (FP32, or NNCF-quantized for QAT) becomes ONNX: TorchScript export
+    with GroupNorm's channel-wise form, every shared weight given its own initializer. Written to
+    `path` by the exporter and returned loaded, for the caller's last rewrites."""
+    import onnx
+
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation chatter
         register_group_norm_export(OPSET)
@@ -41,11 +52,8 @@ def export_onnx(codec: Codec, height: int, width: int, path: Path, precision: st
                           output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False,
                           do_constant_folding=True)
     model = onnx.load(str(path))
-    if fold_initializer_identities(model):
-        onnx.save(model, str(path))
-    if precision == "fp16":
-        to_fp16(path)
-    onnx.checker.check_model(str(path), full_check=True)
+    fold_initializer_identities(model)
+    return model
 
 
 def fold_initializer_identities(model) -> int:
@@ -96,4 +104,4 @@ def onnx_ops(path: Path) -> set[str]:
     return {(n.domain or "ai.onnx") + "::" + n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
 
 
-__all__ = ["export_onnx", "fold_initializer_identities", "example_inputs", "io_description", "onnx_ops", "INPUTS", "OUTPUTS"]
+__all__ = ["export_onnx", "trace_onnx", "example_inputs", "io_description", "onnx_ops", "INPUTS", "OUTPUTS"]

@@ -29,12 +29,10 @@ def export_fp32_onnx(codec, height: int, width: int, path: Path) -> None:
 
 def prepare_fp32(model) -> dict:
     """In place, same computation: Constant nodes become initializers (NNCF's pattern matching runs
-    ~20% faster on fewer nodes, and a constant operand reads as a weight), and any Identity that
-    forwards a shared weight becomes a weight of its own (export does this already; repeated for
-    graphs from elsewhere), so a layer's quantizer can be reverted on its own."""
+    ~20% faster on fewer nodes, and a constant operand reads as a weight). Shared weights already
+    have one initializer per layer (onnx_export.trace_onnx), so a layer's quantizer can be reverted
+    on its own."""
     from onnx import numpy_helper
-
-    from edgecodec.export.onnx_export import fold_initializer_identities
 
     graph = model.graph
     keep, constants = [], 0
@@ -47,8 +45,7 @@ def prepare_fp32(model) -> dict:
         keep.append(node)
     del graph.node[:]
     graph.node.extend(keep)
-    identities = fold_initializer_identities(model)
-    return {"constants_to_initializers": constants, "identity_weights_materialized": identities}
+    return {"constants_to_initializers": constants}
 
 
 def onnx_scheme(model, target: str, overflow: str = "auto") -> Scheme:

@@ -198,22 +198,14 @@ def export_onnx(student, codec, height: int, width: int, path: Path) -> None:
     import onnx
     from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
 
-    from edgecodec.export.onnx_export import INPUTS, OPSET, OUTPUTS, example_inputs, fold_initializer_identities
-    from edgecodec.norm import register_group_norm_export
+    from edgecodec.export.onnx_export import trace_onnx
 
     from .qdq import fold_weight_quantizers
 
     for module in student.modules():
         if isinstance(module, BaseQuantizer):
             module.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
-    student.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation chatter
-        register_group_norm_export(OPSET)
-        torch.onnx.export(student, example_inputs(codec, height, width), str(path), input_names=list(INPUTS),
-                          output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False, do_constant_folding=True)
-    model = onnx.load(str(path))
-    fold_initializer_identities(model)
+    model = trace_onnx(student.eval(), codec, height, width, path)
     fold_weight_quantizers(model)
     onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
