@@ -29,7 +29,7 @@ from .console import say
 from .errors import EdgecodecError
 
 SCHEMA = "edgecodec-pipeline/1"
-RUNTIME_FORMATS = {"onnxruntime-cpu": "onnx", "openvino-cpu": "openvino"}  # verified on every bundle
+VERIFIED_RUNTIMES = ("onnxruntime-cpu", "openvino-cpu")  # decoded on every bundle that has their graph
 
 
 @dataclass
@@ -143,12 +143,14 @@ def verification_images(recipe: Recipe, multiple: int, sizes: list[tuple[int, in
 
 
 def decoders_for(bundle_dir: str, bundle) -> list[tuple[str, object]]:
-    """(runtime name, decoder) for every CPU runtime that is usable here and has a graph in the bundle."""
+    """(runtime name, decoder) for every CPU runtime verified here that is usable and can decode
+    every graph of the bundle."""
+    from edgecodec.benchmarks.runner import bundle_problem
     from edgecodec.runtimes import create_decoder, probe
 
-    files = set().union(*(g["files"] for g in bundle.manifest["graphs"]))
-    return [(name, create_decoder(name, bundle=bundle_dir)) for name, fmt in RUNTIME_FORMATS.items()
-            if fmt in files and probe(name)[0]]
+    sizes = [tuple(g["size"]) for g in bundle.manifest["graphs"]]
+    return [(name, create_decoder(name, bundle=bundle_dir)) for name in VERIFIED_RUNTIMES
+            if probe(name)[0] and not any(bundle_problem(name, bundle.manifest, s) for s in sizes)]
 
 
 def verify(loaded, bundles: dict[str, str], images, rates: list[int], recipe: Recipe) -> dict:
