@@ -14,10 +14,11 @@ from edgecodec.console import say
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .report import latency_table, write_reports
+    from .output import write_reports
+    from .report import latency_table
     from .runner import BenchConfig, parse_size, run_bench
 
-    # user errors propagate to edgecodec.cli.main, which prints them as one line
+    # user errors propagate to edgecodec.apps.cli.main, which prints them as one line
     config = BenchConfig(
         bundle=args.bundle, runtimes=args.runtime, sizes=None if args.size is None else [parse_size(args.size)],
         runs=args.runs, warmup=args.warmup, rate=args.rate, seed=args.seed, threads=args.threads,

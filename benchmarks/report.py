@@ -201,16 +201,3 @@ def to_markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def write_reports(report: dict, json_path: str, md_path: str | None = None, html_path: str | None = None) -> None:
-    """Every file is written atomically: a reader never sees half a report."""
-    from edgecodec.imageio import write_text_atomic
-
-    from .html import to_html
-
-    write_text_atomic(json_path, to_json(report))
-    if md_path:
-        write_text_atomic(md_path, to_markdown(report))
-    if html_path:
-        write_text_atomic(html_path, to_html(report))

@@ -17,12 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgecodec.errors import BundleError, EdgecodecError
-from edgecodec.export.bundle import open_bundle
-from edgecodec.runtimes import bundle_model
+from edgecodec.bundle import open_bundle
+from edgecodec.runtimes import bundle_model, bundle_problem
 
 REFERENCE = "torch-cpu"
-# which entry of a graph's "files" each runtime framework reads
-GRAPH_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}
 ERROR_CHARS = 400
 
 
@@ -85,23 +83,6 @@ def select_sizes(manifest: dict, wanted: list[tuple[int, int]] | None) -> list[t
 
 
 # --- the runtimes -------------------------------------------------------------------------------
-
-def bundle_problem(runtime: str, manifest: dict, size: tuple[int, int]) -> str | None:
-    """Why `runtime` cannot decode this bundle at `size`, or None."""
-    from edgecodec.runtimes import BACKENDS
-
-    b = BACKENDS[runtime]
-    if not b.needs_bundle:
-        return None
-    precision = manifest.get("precision", "fp32")
-    if precision not in b.precisions:
-        return f"runtime '{runtime}' does not run {precision} graphs"
-    fmt = GRAPH_FORMATS.get(b.framework)
-    g = graph_entry(manifest, size) or {}
-    if fmt is None or fmt not in (g.get("files") or {}):
-        return f"the bundle has no {fmt or b.framework} graph for {size[0]}x{size[1]}"
-    return None
-
 
 def probe_runtimes(timeout_s: float = 300.0) -> dict[str, tuple[bool, str]]:
     """{runtime: (usable, reason)} probed in a worker process (the torch probes import torch)."""

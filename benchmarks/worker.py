@@ -69,7 +69,7 @@ def measure(runtime: str, stream: bytes, bundle: str | None = None, model: str |
     options = {"threads": threads} if threads else {}
     t0 = time.perf_counter()
     if backend.needs_bundle:  # compile only the graph being measured
-        from edgecodec.export.bundle import open_bundle
+        from edgecodec.bundle import open_bundle
         from edgecodec.frames import padded_size
 
         multiple = open_bundle(bundle, verify=False).spec.multiple
@@ -129,7 +129,7 @@ def measure(runtime: str, stream: bytes, bundle: str | None = None, model: str |
         "pid": os.getpid(),
     }
     if count_flops and hasattr(decoder, "loaded"):  # torch backends hold the model: count on the meta device
-        from .flops import decode_flops
+        from edgecodec.flops import decode_flops
 
         result["gflops"] = decode_flops(decoder.loaded.codec.cfg, header.height, header.width) / 1e9
     return result

@@ -1,31 +1,34 @@
-"""`edgecodec export`: decode graphs for each size -> ONNX and/or OpenVINO IR -> parity -> bundle."""
+"""`edgecodec export`: decode graphs for each size -> every requested graph format -> parity -> bundle.
+
+The formats and how each is produced come from runtimes.FORMATS; the manifest from bundle.Manifest;
+the parity gate from parity.py. `quantize` writes its INT8 bundles with the same three pieces."""
 
 from __future__ import annotations
 
-import datetime
-import platform
-from dataclasses import dataclass
+import importlib
+import tempfile
+from pathlib import Path
 from typing import Callable
 
-from edgecodec.errors import BundleError, EdgecodecError
+from edgecodec.bundle import Bundle, BundleWriter, Manifest
+from edgecodec.errors import EdgecodecError
 from edgecodec.weights import LoadedModel
 
-from .bundle import Bundle, BundleWriter
-
-FORMATS = ("onnx", "openvino")
 PRECISIONS = ("fp32", "fp16")
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """Largest |difference| of the [0, 1] float output, and smallest PSNR between the 8-bit
-    outputs, that a runtime may show against the torch fp32 decoder on the same stream."""
+def formats() -> tuple[str, ...]:
+    from edgecodec.runtimes import FORMATS
 
-    max_abs: float
-    min_psnr: float
+    return tuple(FORMATS)
 
 
-TOLERANCES = {"fp32": Tolerance(2e-3, 50.0), "fp16": Tolerance(5e-2, 35.0), "int8": Tolerance(0.5, 25.0)}
+def check_formats(requested: list[str]) -> list[str]:
+    known = formats()
+    bad = [f for f in requested if f not in known]
+    if bad or not requested:
+        raise EdgecodecError(f"unknown format {bad[0] if bad else '(none)'}: choose from {', '.join(known)}")
+    return [f for f in known if f in requested]
 
 
 def parse_sizes(text: str, multiple: int) -> list[tuple[int, int]]:
@@ -43,74 +46,49 @@ def parse_sizes(text: str, multiple: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def tool_versions() -> dict:
-    import importlib.metadata as md
+def graph_record(codec, height: int, width: int, files: dict[str, str]) -> dict:
+    """A manifest's graph entry: size, files, FLOPs (total and per stage) and the graph's inputs/outputs."""
+    from edgecodec.flops import stage_flops
 
-    out = {"python": platform.python_version()}
-    for pkg in ("edgecodec", "torch", "onnx", "onnxruntime-gpu", "onnxruntime", "openvino", "nncf", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    from .onnx_export import io_description
+
+    flops = stage_flops(codec.cfg, height, width)
+    return {"size": [height, width], "files": files, "gflops": flops.pop("total") / 1e9,
+            "stage_gflops": {k: v / 1e9 for k, v in flops.items()}, **io_description(codec, height, width)}
+
+
+def produce(fmt: str, onnx_path: Path, writer: BundleWriter, stem: str, precision: str) -> dict[str, str]:
+    """Write format `fmt` of one graph into the bundle from its ONNX export (runtimes.FORMATS row)."""
+    from edgecodec.runtimes import FORMATS
+
+    module, func = FORMATS[fmt].producer.split(":")
+    return getattr(importlib.import_module(module), func)(onnx_path, writer, stem, precision)
 
 
 def export_bundle(loaded: LoadedModel, out: str, formats: list[str], precision: str,
                   sizes: list[tuple[int, int]], parity_images: int = 2,
                   say: Callable[[str], None] = lambda m: None) -> Bundle:
-    from edgecodec.benchmarks.flops import decode_flops
+    from .onnx_export import export_onnx
+    from .parity import parity_gate
 
-    from .onnx_export import export_onnx, io_description
-    from .openvino_export import export_openvino
-    from .parity import measure_parity
-
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise EdgecodecError(f"unknown format {bad[0] if bad else '(none)'}: choose from {', '.join(FORMATS)}")
+    formats = check_formats(formats)
     if precision not in PRECISIONS:
         raise EdgecodecError(f"unknown precision {precision}: choose from {', '.join(PRECISIONS)}")
     codec = loaded.codec.cpu().eval()
-    spec = codec.stream_spec()
-    with BundleWriter(out) as writer:
+    with BundleWriter(out) as writer, tempfile.TemporaryDirectory(prefix="edgecodec-export-") as tmp:
         graphs = []
         for h, w in sizes:
             stem = f"decoder_{h}x{w}"
-            onnx_path = writer.path(stem + ".onnx")
+            onnx_path = Path(tmp) / (stem + ".onnx")
             say(f"exporting {h}x{w} to ONNX ({precision})")
             export_onnx(codec, h, w, onnx_path, precision)
             files = {}
-            if "openvino" in formats:
-                say(f"converting {h}x{w} to OpenVINO IR ({precision})")
-                export_openvino(onnx_path, writer.path(stem + ".xml"), precision)
-                files.update(openvino=stem + ".xml", openvino_weights=stem + ".bin")
-            if "onnx" in formats:
-                files["onnx"] = stem + ".onnx"
-            else:
-                onnx_path.unlink()
-            graphs.append({"size": [h, w], "files": files, "gflops": decode_flops(codec.cfg, h, w) / 1e9,
-                           **io_description(codec, h, w)})
-        manifest = {
-            "model": {"name": loaded.name, "source": loaded.source, "trained": loaded.trained,
-                      "fingerprint": spec.fingerprint.hex(), "config": codec.cfg.to_json()},
-            "precision": precision,
-            "stream_spec": spec.to_json(),
-            "graphs": graphs,
-            "noise_rule": {"generator": "numpy PCG64(seed).standard_normal(float32)", "shape": "1 x C x H/16 x W/16",
-                           "rates": spec.to_json()["rates"]},
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "tools": tool_versions(),
-        }
+            for fmt in formats:
+                say(f"writing the {fmt} graph of {h}x{w} ({precision})")
+                files.update(produce(fmt, onnx_path, writer, stem, precision))
+            graphs.append(graph_record(codec, h, w, files))
+        manifest = Manifest.for_model(loaded, precision, graphs)
         staged = writer.write_manifest(manifest)
         say("measuring parity against the torch decoder on real photos")
-        tol = TOLERANCES[precision]
-        parity = measure_parity(loaded, staged, images=parity_images)
-        parity["tolerance"] = {"max_abs": tol.max_abs, "min_psnr": tol.min_psnr}
-        failed = [r for r, v in parity["worst"].items() if v["max_abs"] > tol.max_abs or v["min_psnr"] < tol.min_psnr]
-        parity["passed"] = not failed
-        if failed:
-            worst = parity["worst"][failed[0]]
-            raise BundleError(f"parity check failed: {failed[0]} differs from torch by up to {worst['max_abs']:.2e} "
-                              f"(PSNR {worst['min_psnr']:.1f} dB); tolerance {tol.max_abs:.0e} / {tol.min_psnr} dB "
-                              f"for {precision}; no bundle written")
-        manifest["parity"] = parity
+        manifest.parity = parity_gate(loaded, staged, precision, parity_images)
         return writer.commit(manifest)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from edgecodec.codec import Codec, DecodeGraph
+from edgecodec.zoo import CodecModel, DecodeGraph
 from edgecodec.norm import register_group_norm_export
 
 INPUTS = ("indices", "noise", "rate")
@@ -15,7 +15,7 @@ OUTPUTS = ("image",)
 OPSET = 17
 
 
-def example_inputs(codec: Codec, height: int, width: int) -> tuple[torch.Tensor, ...]:
+def example_inputs(codec: CodecModel, height: int, width: int) -> tuple[torch.Tensor, ...]:
     spec = codec.stream_spec()
     h, w = spec.latent_size(height, width)
     return (torch.zeros(1, codec.cfg.num_rates, h, w, dtype=torch.int64),
@@ -23,14 +23,14 @@ def example_inputs(codec: Codec, height: int, width: int) -> tuple[torch.Tensor,
             torch.zeros(1, dtype=torch.int64))
 
 
-def io_description(codec: Codec, height: int, width: int) -> dict:
+def io_description(codec: CodecModel, height: int, width: int) -> dict:
     ins = example_inputs(codec, height, width)
     dt = {torch.int64: "int64", torch.float32: "float32"}
     return {"inputs": [{"name": n, "dtype": dt[t.dtype], "shape": list(t.shape)} for n, t in zip(INPUTS, ins)],
             "outputs": [{"name": "image", "dtype": "float32", "shape": [1, 3, height, width]}]}
 
 
-def export_onnx(codec: Codec, height: int, width: int, path: Path, precision: str = "fp32") -> None:
+def export_onnx(codec: CodecModel, height: int, width: int, path: Path, precision: str = "fp32") -> None:
     import onnx
 
     onnx.save(trace_onnx(DecodeGraph(codec.cpu().eval()).eval(), codec, height, width, path), str(path))
@@ -39,7 +39,16 @@ def export_onnx(codec: Codec, height: int, width: int, path: Path, precision: st
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def trace_onnx(graph: torch.nn.Module, codec: Codec, height: int, width: int, path: Path):
+def produce(onnx_path: Path, writer, stem: str, precision: str) -> dict[str, str]:
+    """The `onnx` row of runtimes.FORMATS: the exported graph itself, copied into the bundle."""
+    import shutil
+
+    target = writer.path(stem + ".onnx")
+    shutil.copyfile(onnx_path, target)
+    return {"onnx": target.name}
+
+
+def trace_onnx(graph: torch.nn.Module, codec: CodecModel, height: int, width: int, path: Path):
     """The one way a decode graph (FP32, or NNCF-quantized for QAT) becomes ONNX: TorchScript export
     with GroupNorm's channel-wise form, every shared weight given its own initializer. Written to
     `path` by the exporter and returned loaded, for the caller's last rewrites."""

@@ -11,3 +11,10 @@ def export_openvino(onnx_path: Path, xml_path: Path, precision: str = "fp32") ->
     model = ov.convert_model(str(onnx_path))
     # save_model compresses weights to FP16 unless told not to (toolchain.md)
     ov.save_model(model, str(xml_path), compress_to_fp16=(precision == "fp16"))
+
+
+def produce(onnx_path: Path, writer, stem: str, precision: str) -> dict[str, str]:
+    """The `openvino` row of runtimes.FORMATS: the IR pair, converted from the exported ONNX graph."""
+    xml = writer.path(stem + ".xml")
+    export_openvino(onnx_path, xml, precision)
+    return {"openvino": xml.name, "openvino_weights": xml.with_suffix(".bin").name}

@@ -1,22 +1,36 @@
-"""Parity at export: every runtime in the bundle against the torch fp32 decoder, on real photos
-(the sample photos installed packages ship, resized to each graph size), every rate."""
+"""Parity at export: every graph format in a bundle, run by its reference CPU backend
+(runtimes.FORMATS), against the torch fp32 decoder on real photos (the sample photos installed
+packages ship, resized to each graph size), every rate; and the gate export and quantize share."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from edgecodec import bitstream
-from edgecodec.frames import to_image, to_model_input
+from edgecodec.bundle import Bundle
+from edgecodec.errors import BundleError
+from edgecodec.frames import to_model_input
+from edgecodec.harness import PSNR_CAP, Case, compare
 from edgecodec.imageio import sample_images
-from edgecodec.metrics import psnr
 from edgecodec.noise import portable_noise
 from edgecodec.weights import LoadedModel
 
-from .bundle import Bundle
 
-PSNR_CAP = 100.0  # identical outputs have infinite PSNR; JSON has no infinity
+@dataclass(frozen=True)
+class Tolerance:
+    """Largest |difference| of the [0, 1] float output, and smallest PSNR between the 8-bit
+    outputs, that a runtime may show against the torch fp32 decoder on the same stream."""
+
+    max_abs: float
+    min_psnr: float
+
+
+TOLERANCES = {"fp32": Tolerance(2e-3, 50.0), "fp16": Tolerance(5e-2, 35.0), "int8": Tolerance(0.5, 25.0)}
 
 
 def photos_at(height: int, width: int, count: int) -> list[tuple[str, np.ndarray]]:
@@ -28,16 +42,9 @@ def photos_at(height: int, width: int, count: int) -> list[tuple[str, np.ndarray
 
 
 def bundle_runtimes(bundle: Bundle) -> list:
-    from edgecodec.runtimes.onnxruntime_backend import OrtDecoder
-    from edgecodec.runtimes.openvino_backend import OvDecoder
+    from edgecodec.runtimes import create_decoder, reference_backends
 
-    files = set().union(*(g["files"] for g in bundle.manifest["graphs"]))
-    runtimes = []
-    if "onnx" in files:
-        runtimes.append(OrtDecoder(bundle, "cpu"))
-    if "openvino" in files:
-        runtimes.append(OvDecoder(bundle, "cpu"))
-    return runtimes
+    return [create_decoder(name, bundle=bundle) for name in reference_backends(bundle.manifest)]
 
 
 @torch.no_grad()
@@ -45,28 +52,53 @@ def measure_parity(loaded: LoadedModel, bundle: Bundle, images: int = 2) -> dict
     codec = loaded.codec.cpu().eval()
     spec = codec.stream_spec()
     runtimes = bundle_runtimes(bundle)
-    rows = []
+    cases = []
     for graph in bundle.manifest["graphs"]:
         h, w = graph["size"]
         for name, rgb in photos_at(h, w, images):
-            x = torch.from_numpy(to_model_input(rgb, spec.multiple))
-            top = codec.encode_indices(x, spec.num_rates - 1).numpy()
+            top = codec.encode_indices(torch.from_numpy(to_model_input(rgb, spec.multiple)), spec.num_rates - 1)
             for rate in range(spec.num_rates):
-                idx = top[:, : rate + 1]
-                stream = bitstream.write(spec, idx, h, w, seed=1234 + rate)
-                noise = portable_noise(1234 + rate, (1, spec.latent_channels) + idx.shape[2:])
-                ref = codec.decode_graph(torch.from_numpy(idx), torch.from_numpy(noise), rate).numpy()
-                ref8 = to_image(ref, h, w)
-                for rt in runtimes:
-                    # the runtime's own host path (parse, entropy decode, noise), one graph run
-                    parsed = rt.parse(stream)
-                    out = rt.run_graph(parsed.indices, rt.noise_for(parsed), parsed.rate)
-                    rows.append({"runtime": rt.name, "size": [h, w], "image": name, "rate": rate,
-                                 "max_abs": float(np.abs(out - ref).max()),
-                                 "psnr": min(psnr(ref8, to_image(out, h, w)), PSNR_CAP),
-                                 "psnr_reference_vs_original": psnr(rgb, ref8)})
+                idx = top[:, : rate + 1].numpy()
+                cases.append(Case(name, rate, rgb, bitstream.write(spec, idx, h, w, seed=1234 + rate)))
+    rows = []
+    for rt in runtimes:
+        # the runtime's own host path (parse, entropy decode, noise), one graph run each, against the
+        # torch graph on the same indices and noise
+        def run(case, rt=rt):
+            parsed = rt.parse(case.data)
+            return rt.run_graph(parsed.indices, rt.noise_for(parsed), parsed.rate)
+
+        def reference(case):
+            parsed = bitstream.parse(case.data, spec)
+            noise = portable_noise(parsed.header.seed, (1, spec.latent_channels) + parsed.indices.shape[2:])
+            return codec.decode_graph(torch.from_numpy(parsed.indices), torch.from_numpy(noise),
+                                      parsed.rate).numpy()
+
+        for row in compare(cases, run, reference=reference, label={"runtime": rt.name}):
+            rows.append({"runtime": rt.name, "size": [row["height"], row["width"]], "image": row["name"],
+                         "rate": row["rate"], "max_abs": row["max_abs_vs_reference"],
+                         "psnr": row["psnr_vs_reference"], "psnr_reference_vs_original": row["psnr_reference"]})
     worst = {}
     for rt in {r["runtime"] for r in rows}:
         mine = [r for r in rows if r["runtime"] == rt]
         worst[rt] = {"max_abs": max(r["max_abs"] for r in mine), "min_psnr": min(r["psnr"] for r in mine)}
     return {"reference": "torch-cpu fp32 (eager)", "images": images, "results": rows, "worst": worst}
+
+
+def parity_gate(loaded: LoadedModel, staged: Bundle, precision: str, images: int = 2,
+                allow_failure: bool = False, hint: str = "", say: Callable[[str], None] = lambda m: None) -> dict:
+    """Measure parity of a staged bundle and judge it against the precision's tolerance: raises
+    BundleError (nothing is written) on failure, unless `allow_failure`, which records it."""
+    tol = TOLERANCES[precision]
+    parity = measure_parity(loaded, staged, images=images)
+    parity["tolerance"] = {"max_abs": tol.max_abs, "min_psnr": tol.min_psnr}
+    failed = [r for r, v in parity["worst"].items() if v["max_abs"] > tol.max_abs or v["min_psnr"] < tol.min_psnr]
+    parity["passed"] = not failed
+    if failed:
+        worst = parity["worst"][failed[0]]
+        msg = (f"parity check failed: {failed[0]} differs from torch by up to {worst['max_abs']:.2e} "
+               f"(PSNR {worst['min_psnr']:.1f} dB); tolerance {tol.max_abs:.0e} / {tol.min_psnr} dB for {precision}")
+        if not allow_failure:
+            raise BundleError(msg + "; no bundle written" + (f" ({hint})" if hint else ""))
+        say("warning: " + msg + "; writing the bundle as asked, with parity.passed = false")
+    return parity

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from .calibration import CalibItem, psnr_vs_original
+from .calibration import CalibItem, cases
 from .ptq import finish_onnx, nncf_dataset, onnx_scheme, quantized_nodes
 
 
@@ -27,7 +27,9 @@ def psnr_validation(model, items) -> tuple[float, list[float]]:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    values = [psnr_vs_original(item, session.run(["image"], item.feeds())[0]) for item in items]
+    from edgecodec.harness import compare
+
+    values = [r["psnr"] for r in compare(cases(items), lambda c: session.run(["image"], c.inputs.feeds())[0])]
     return float(np.mean(values)), values
 
 
@@ -47,9 +49,16 @@ class _Capture(logging.Handler):
             self.lines.extend(line for line in msg.splitlines() if line.strip())
 
 
+def graph_method(model, sets, target: str, overflow: str, float_layers: dict, max_drop: float,
+                 max_iterations: int):
+    """The `accuracy` row of methods.METHODS (max_iterations 0: NNCF's own limit)."""
+    return quantize_with_accuracy_control(model, sets.calibration, sets.validation, target, max_drop, overflow,
+                                          max_iterations or None, float_layers=float_layers)
+
+
 def quantize_with_accuracy_control(model, calibration: list[CalibItem], validation: list[CalibItem], target: str,
                                    max_drop: float, overflow: str = "auto", max_iterations: int | None = None,
-                                   validation_fn=psnr_validation):
+                                   validation_fn=psnr_validation, float_layers: dict | None = None):
     """FP32 ModelProto -> (INT8 ModelProto, Scheme, log with the metric before/after and what was reverted).
 
     `validation_fn(model, items) -> (metric, per-item values)` is the codec metric (psnr_validation);
@@ -57,7 +66,7 @@ def quantize_with_accuracy_control(model, calibration: list[CalibItem], validati
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    scheme = onnx_scheme(model, target, overflow)
+    scheme = onnx_scheme(model, target, overflow, float_layers)
     restorer = AdvancedAccuracyRestorerParameters(num_ranking_workers=1)  # share the CPU politely
     if max_iterations is not None:
         restorer.max_num_iterations = max_iterations
@@ -98,4 +107,4 @@ def quantize_with_accuracy_control(model, calibration: list[CalibItem], validati
     return quantized, scheme, log
 
 
-__all__ = ["psnr_validation", "quantize_with_accuracy_control"]
+__all__ = ["graph_method", "psnr_validation", "quantize_with_accuracy_control"]

@@ -170,14 +170,12 @@ def sets_from_images(codec, images: Sequence[tuple[str, np.ndarray]], samples: i
                             else "the calibration items"})
 
 
-def psnr_vs_original(item: CalibItem, out: np.ndarray) -> float:
-    """PSNR (dB) of a graph output (1, 3, H, W) in [0, 1] against the item's original image."""
-    from edgecodec.frames import to_image
-    from edgecodec.metrics import psnr
+def cases(items: Sequence[CalibItem]) -> list:
+    """The items as harness cases (edgecodec.harness): the item itself rides along as `inputs`."""
+    from edgecodec.harness import Case
 
-    h, w = item.original.shape[:2]
-    return min(psnr(item.original, to_image(out, h, w)), 100.0)
+    return [Case(i.name, i.rate, i.original, inputs=i) for i in items]
 
 
-__all__ = ["CalibItem", "CalibrationSets", "build_sets", "fit_image", "make_items", "pair", "psnr_vs_original",
+__all__ = ["CalibItem", "CalibrationSets", "build_sets", "fit_image", "make_items", "pair", "cases",
            "read_folder", "sets_from_images"]

@@ -11,8 +11,6 @@ import argparse
 from edgecodec.console import say
 
 
-
-
 def cmd_quantize(args: argparse.Namespace) -> int:
     from edgecodec.errors import EdgecodecError
     from edgecodec.export.exporter import parse_sizes
@@ -20,10 +18,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     from .bundle import QuantizeOptions, quantize_bundle
 
+    from .methods import all_options
+
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    options = QuantizeOptions(method=args.method, formats=formats, samples=args.samples, max_drop=args.max_drop,
-                              overflow=args.overflow_fix, qat_steps=args.qat_steps, qat_lr=args.qat_lr,
-                              parity_images=args.parity_images, allow_parity_failure=args.allow_parity_failure)
+    options = QuantizeOptions(method=args.method, formats=formats, samples=args.samples,
+                              overflow=args.overflow_fix, parity_images=args.parity_images,
+                              allow_parity_failure=args.allow_parity_failure,
+                              method_options={name: getattr(args, name) for name in all_options()})
     options.check()  # before the (slow) model load and encoding
     from pathlib import Path
 
@@ -45,7 +46,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def add_quantize_parser(sub) -> argparse.ArgumentParser:
-    """Register `quantize` on an argparse subparsers object; returns the new parser."""
+    """Register `quantize` on an argparse subparsers object; returns the new parser. The methods and
+    their flags come from methods.METHODS."""
+    from .methods import METHODS, all_options
+
     p = sub.add_parser(
         "quantize", help="INT8-quantize the decoder with NNCF into a verified bundle (ONNX Q/DQ, OpenVINO IR)",
         description="Quantize the decode graph to INT8 with NNCF, calibrated on real images from --calib "
@@ -56,18 +60,14 @@ def add_quantize_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=16,
                    help="calibration items per size; images cycle through the rates (default 16)")
     p.add_argument("--size", required=True, help="HxW[,HxW...] padded image sizes, e.g. 512x768")
-    p.add_argument("--method", default="ptq", choices=["ptq", "accuracy", "qat"],
-                   help="ptq: post-training; accuracy: PTQ that reverts layers to float until the PSNR drop "
-                        "is within --max-drop; qat: PTQ then distillation fine-tuning (default ptq)")
-    p.add_argument("--max-drop", type=float, default=0.5,
-                   help="accuracy method: largest PSNR drop vs the FP32 decoder, dB (default 0.5)")
+    p.add_argument("--method", default="ptq", choices=list(METHODS),
+                   help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()) + " (default ptq)")
+    for option in all_options().values():
+        p.add_argument(option.flag, dest=option.name, type=option.type, default=option.default, help=option.help)
     p.add_argument("--format", default="onnx,openvino", help="onnx, openvino or both (default both)")
     p.add_argument("--overflow-fix", default="auto", choices=["auto", "enable", "disable", "first_layer"],
                    help="7-bit weights against u8*s8 saturation on x86 CPUs without VNNI "
                         "(default auto: from this machine's CPU flags)")
-    p.add_argument("--qat-steps", type=int, default=100, help="qat method: fine-tuning steps (default 100)")
-    p.add_argument("--qat-lr", type=float, default=1e-6,
-                   help="qat method: peak learning rate, cosine-decayed (default 1e-6)")
     p.add_argument("--parity-images", type=int, default=2, help="sample photos used for the parity check")
     p.add_argument("--allow-parity-failure", action="store_true",
                    help="write the bundle even when the INT8 graphs miss the int8 parity tolerance against "

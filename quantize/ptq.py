@@ -48,8 +48,8 @@ def prepare_fp32(model) -> dict:
     return {"constants_to_initializers": constants}
 
 
-def onnx_scheme(model, target: str, overflow: str = "auto") -> Scheme:
-    return build_scheme(classify_onnx(model), target, "onnx", overflow)
+def onnx_scheme(model, target: str, overflow: str = "auto", float_layers: dict | None = None) -> Scheme:
+    return build_scheme(classify_onnx(model, float_layers), target, "onnx", overflow, float_layers)
 
 
 def nncf_dataset(items: list[CalibItem]):
@@ -58,11 +58,18 @@ def nncf_dataset(items: list[CalibItem]):
     return nncf.Dataset(items, lambda item: item.feeds())
 
 
-def quantize_onnx(model, items: list[CalibItem], target: str, overflow: str = "auto"):
-    """FP32 ModelProto -> (INT8 QDQ ModelProto, Scheme, log). `target` is onnx or openvino."""
+def graph_method(model, sets, target: str, overflow: str, float_layers: dict):
+    """The `ptq` row of methods.METHODS."""
+    return quantize_onnx(model, sets.calibration, target, overflow, float_layers)
+
+
+def quantize_onnx(model, items: list[CalibItem], target: str, overflow: str = "auto",
+                  float_layers: dict | None = None):
+    """FP32 ModelProto -> (INT8 QDQ ModelProto, Scheme, log). `target` is onnx or openvino; `float_layers`
+    the model family's own float roles (CodecModel.float_layers)."""
     import nncf
 
-    scheme = onnx_scheme(model, target, overflow)
+    scheme = onnx_scheme(model, target, overflow, float_layers)
     t0 = time.perf_counter()
     quantized = nncf.quantize(model, nncf_dataset(items), subset_size=len(items), fast_bias_correction=True,
                               advanced_parameters=scheme.advanced_parameters(), **scheme.nncf_kwargs())
@@ -162,6 +169,7 @@ __all__ = [
     "onnx_scheme",
     "ort_cpu_kernels",
     "prepare_fp32",
+    "graph_method",
     "quantize_onnx",
     "quantized_nodes",
     "runtime_precisions",

@@ -39,15 +39,15 @@ import torch
 
 from edgecodec.errors import ModelError
 
-from .calibration import CalibItem, psnr_vs_original
-from .scheme import Scheme, build_scheme, classify_torch
+from .calibration import CalibItem, cases
+from .scheme import Scheme, build_scheme, classify_torch, scheme_section
 
 CHECKPOINT_FORMAT = "edgecodec-qat-1"
 ORIGINAL_WEIGHT = 0.01  # weight of the term against the original image (see train)
 
 
 def decode_graph(codec):
-    from edgecodec.codec import DecodeGraph
+    from edgecodec.zoo import DecodeGraph
 
     return DecodeGraph(codec).eval()
 
@@ -65,8 +65,8 @@ def _target(items: list[CalibItem]) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
-def torch_scheme(model, example: tuple, overflow: str = "auto") -> Scheme:
-    return build_scheme(classify_torch(model, example), "torch", "torch", overflow)
+def torch_scheme(model, example: tuple, overflow: str = "auto", float_layers: dict | None = None) -> Scheme:
+    return build_scheme(classify_torch(model, example, float_layers), "torch", "torch", overflow, float_layers)
 
 
 def quantize_decoder(codec, items: list[CalibItem], overflow: str = "auto"):
@@ -74,7 +74,7 @@ def quantize_decoder(codec, items: list[CalibItem], overflow: str = "auto"):
     import nncf
 
     graph = decode_graph(copy.deepcopy(codec).cpu().eval())
-    scheme = torch_scheme(graph, items[0].tensors(), overflow)
+    scheme = torch_scheme(graph, items[0].tensors(), overflow, codec.float_layers)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         student = nncf.quantize(graph, nncf.Dataset(items, lambda item: item.tensors()), subset_size=len(items),
@@ -86,14 +86,12 @@ def trainable_parameters(student) -> list[torch.nn.Parameter]:
     """Decoder weights and quantizer scales; codebooks (and the unused encoders) stay frozen."""
     from nncf.torch.function_hook.wrapper import get_hook_storage
 
-    from edgecodec.codec import decode_side_modules
-
     for p in student.parameters():
         p.requires_grad_(False)
     params = []
     codec = student.codec
-    for module in decode_side_modules(codec):
-        if module is codec.latent_vq.quantize:
+    for module in codec.decode_side_modules():
+        if module is codec.quantizer:
             continue
         params.extend(module.parameters())
     params.extend(get_hook_storage(student).parameters())
@@ -105,16 +103,11 @@ def trainable_parameters(student) -> list[torch.nn.Parameter]:
 
 @torch.no_grad()
 def psnr_vs_teacher(student, teacher, items: list[CalibItem]) -> float:
-    from edgecodec.frames import to_image
-    from edgecodec.metrics import psnr
+    from edgecodec.harness import compare
 
-    vals = []
-    for item in items:
-        h, w = item.original.shape[:2]
-        a = to_image(student(*item.tensors()).numpy(), h, w)
-        b = to_image(teacher(*item.tensors()).numpy(), h, w)
-        vals.append(min(psnr(a, b), 100.0))
-    return float(np.mean(vals))
+    rows = compare(cases(items), lambda c: student(*c.inputs.tensors()).numpy(),
+                   reference=lambda c: teacher(*c.inputs.tensors()).numpy())
+    return float(np.mean([r["psnr_vs_reference"] for r in rows]))
 
 
 def train(student, teacher, items: list[CalibItem], steps: int, lr: float = 1e-6, batch: int = 4,
@@ -211,6 +204,73 @@ def export_onnx(student, codec, height: int, width: int, path: Path) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
+def run_method(loaded, writer, tmp: Path, sizes, sets, options, say):
+    """The `qat` row of methods.METHODS: quantize the torch decoder, fine-tune it against the FP32 one,
+    checkpoint and restore it, export every format of the bundle."""
+    import shutil
+
+    import onnx
+
+    from edgecodec.console import progress
+    from edgecodec.errors import BundleError
+
+    from .ptq import ort_cpu_kernels, runtime_precisions, to_openvino
+    from .qdq import check_standard_qdq
+
+    codec = loaded.codec.cpu().eval()
+    first = sets[sizes[0]]
+    say(f"quantizing the torch decoder with NNCF ({len(first.calibration)} calibration items)")
+    student, scheme = quantize_decoder(codec, first.calibration, options.overflow)
+    own = options.own()
+    teacher = decode_graph(codec)
+    validation = [i for s in sizes for i in sets[s].validation]
+    train_items = [i for s in sizes for i in sets[s].calibration]
+    before = psnr_vs_teacher(student, teacher, validation)
+    say(f"QAT: {own['qat_steps']} distillation steps (teacher: the FP32 decoder)")
+    with progress(own["qat_steps"], "qat", unit="step") as bar:  # progress bar on stderr
+        log = train(student, teacher, train_items, own["qat_steps"], own["qat_lr"], own["qat_batch"],
+                    progress=lambda: bar.update())
+    log["psnr_vs_fp32_before_db"] = before
+    log["psnr_vs_fp32_after_db"] = psnr_vs_teacher(student, teacher, validation)
+    ckpt = writer.path("qat_checkpoint.pt")
+    save_checkpoint(student, codec, ckpt, extra={"sizes": [list(s) for s in sizes]})
+    restored = load_checkpoint(ckpt, codec)
+    log["checkpoint"] = {"file": ckpt.name, "contents": "state_dict + nncf.torch.get_config",
+                         "restore": "nncf.torch.load_from_config on a fresh DecodeGraph, then load_state_dict",
+                         **restore_check(student, restored, validation)}
+    if not log["checkpoint"]["identical"]:
+        raise BundleError(f"QAT checkpoint does not restore to the trained model "
+                          f"(max |diff| {log['checkpoint']['max_abs_diff']:.2e})")
+    graphs, per_graph = [], []
+    for h, w in sizes:
+        stem = f"decoder_{h}x{w}"
+        src = tmp / f"{stem}.onnx"
+        say(f"exporting the restored QAT decoder at {h}x{w} (ONNX Q/DQ export mode)")
+        export_onnx(restored, codec, h, w, src)
+        qdq = check_standard_qdq(onnx.load(str(src)), need_tensorrt=True)
+        files, record = {}, {"size": [h, w]}
+        if "onnx" in options.formats:
+            path = writer.path(stem + ".onnx")
+            shutil.copyfile(src, path)
+            files["onnx"] = path.name
+            record["onnx"] = {"qdq": qdq, "onnxruntime_cpu": ort_cpu_kernels(path, tmp / "ort-optimized.onnx"),
+                              "bytes": path.stat().st_size}
+        if "openvino" in options.formats:
+            xml = writer.path(stem + ".xml")
+            ir = to_openvino(src, xml)
+            ir["cpu_runtime_precisions"] = runtime_precisions(xml)
+            files.update(openvino=xml.name, openvino_weights=xml.with_suffix(".bin").name)
+            record["openvino"] = {"qdq": qdq, "ir": ir,
+                                  "bytes": xml.stat().st_size + xml.with_suffix(".bin").stat().st_size}
+        graphs.append({"size": [h, w], "files": files})
+        per_graph.append(record)
+    section = scheme_section({t: scheme for t in options.formats})  # one model feeds both
+    section["graphs"] = per_graph
+    section["qat"] = {"nncf": "nncf.quantize (torch backend) of DecodeGraph, then fine-tuned; quantizer "
+                              "scales are trained parameters", "teacher": "the FP32 decoder", **log}
+    return graphs, section
+
+
 def restore_check(trained, restored, items: list[CalibItem]) -> dict:
     """The restored checkpoint must give the trained model's outputs exactly."""
     diffs = []
@@ -221,8 +281,10 @@ def restore_check(trained, restored, items: list[CalibItem]) -> dict:
 
 
 def quality(student, items: list[CalibItem]) -> float:
+    from edgecodec.harness import compare
+
     with torch.no_grad():
-        return float(np.mean([psnr_vs_original(i, student(*i.tensors()).numpy()) for i in items]))
+        return float(np.mean([r["psnr"] for r in compare(cases(items), lambda c: student(*c.inputs.tensors()).numpy())]))
 
 
 __all__ = [
@@ -232,6 +294,7 @@ __all__ = [
     "psnr_vs_teacher",
     "quantize_decoder",
     "restore_check",
+    "run_method",
     "save_checkpoint",
     "torch_scheme",
     "train",

@@ -46,13 +46,10 @@ FLOAT_ROLES = {
                         "attention: both operands are activations (no weight), the logits carry the "
                         "-100 shifted-window mask and the softmax output is peaked in [0, 1]; "
                         "per-tensor INT8 would flatten the attention pattern",
-    "conditioning": "the FiLM layers (ResBlock emb_layers) that turn the per-rate time embedding into "
-                    "scale and shift: one vector per rate, negligible compute, and every feature map "
-                    "is multiplied by their output, so their error is not averaged out",
     "final_conv": "the last convolution, which writes the image: its output is the decoded picture "
                   "itself, with no later layer to absorb an 8-bit step",
     "normalization": "GroupNorm (exported as per-channel ReduceMean statistics and one multiply-add, "
-                     "edgecodec/norm.py): mean/variance reductions "
+                     "toolkit/norm.py): mean/variance reductions "
                      "need float; NNCF's ONNX/OpenVINO backends keep them float and the torch backend is "
                      "told to",
     "softmax": "softmax: exponentials of the attention logits",
@@ -63,10 +60,10 @@ FLOAT_ROLES = {
                    "kernel to gain, and quantizing them cost 4 dB (see the table above)",
 }
 
-# Weighted layers that stay float are recognised by the module path of their weight (torch parameter
-# or ONNX initializer name) or, where the exporter dropped the name (transposed Linear weights), by
-# the node's scope name.
-CONDITIONING = re.compile(r"(^|[./])emb_layers([./]|$)")
+# A model family adds roles of its own (CodecModel.float_layers: role -> (regex, why)), e.g. DiffO's
+# FiLM conditioning layers. Such layers are recognised by the module path of their weight (torch
+# parameter or ONNX initializer name) or, where the exporter dropped the name (transposed Linear
+# weights), by the node's scope name.
 
 NORM_TYPES = frozenset({"ReduceMean", "InstanceNormalization", "GroupNormalization", "LayerNormalization",
                         "BatchNormalization", "group_norm", "layer_norm", "batch_norm"})
@@ -81,7 +78,7 @@ LAYOUT_TYPES = frozenset({"Constant", "Identity", "Shape", "Reshape", "Transpose
 # --- presets --------------------------------------------------------------------------------
 # ONNX is what TensorRT (and ONNX Runtime) consume: TensorRT's explicit quantization wants signed
 # INT8 Q/DQ with zero-point 0, i.e. NNCF's PERFORMANCE preset (symmetric weights and activations);
-# check_tensorrt_qdq() in ptq.py verifies the result. The OpenVINO IR takes MIXED (symmetric weights,
+# qdq.check_standard_qdq(need_tensorrt=True) verifies the result. The OpenVINO IR takes MIXED (symmetric weights,
 # asymmetric activations): OpenVINO's CPU and GPU plugins run u8 activations with a zero point
 # natively, and the inputs of nearly every convolution here come out of SiLU (min about -0.28,
 # max several units), where a symmetric range wastes almost half of the codes (+3.1 dB measured).
@@ -154,12 +151,14 @@ class GraphOp:
     role: str  # "int8", a FLOAT_ROLES key, or "layout" (data movement, no arithmetic)
 
 
-def _role(op_type: str, weight: str | None, name: str, kind: str, is_last: bool) -> str:
+def _role(op_type: str, weight: str | None, name: str, kind: str, is_last: bool,
+          float_layers: dict | None = None) -> str:
     if op_type in QUANTIZED_TYPES[kind]:
         if weight is None:
             return "attention_scores"
-        if CONDITIONING.search(weight) or CONDITIONING.search(name):
-            return "conditioning"
+        for role, (pattern, _) in (float_layers or {}).items():
+            if re.search(pattern, weight) or re.search(pattern, name):
+                return role
         if is_last:
             return "final_conv"
         return "int8"
@@ -176,7 +175,7 @@ def _role(op_type: str, weight: str | None, name: str, kind: str, is_last: bool)
     return "elementwise"
 
 
-def classify_onnx(model) -> list[GraphOp]:
+def classify_onnx(model, float_layers: dict | None = None) -> list[GraphOp]:
     """Every node of an FP32 ONNX decode graph with its role. ONNX nodes are topologically sorted,
     so the last weighted node is the final convolution."""
     graph = model.graph
@@ -201,11 +200,11 @@ def classify_onnx(model) -> list[GraphOp]:
                     # transposed Linear weights lose their name (onnx::MatMul_123): use the scope
                     weight = src if not src.startswith("onnx::") else node.name.strip("/").replace("/", ".")
         ops.append(GraphOp(node.name, node.op_type, weight,
-                           _role(node.op_type, weight, node.name, "onnx", node.name == last)))
+                           _role(node.op_type, weight, node.name, "onnx", node.name == last, float_layers)))
     return ops
 
 
-def classify_torch(model, example: tuple) -> list[GraphOp]:
+def classify_torch(model, example: tuple, float_layers: dict | None = None) -> list[GraphOp]:
     """Every operation NNCF's torch backend sees in `model` (traced on `example`) with its role."""
     import copy
 
@@ -227,7 +226,8 @@ def classify_torch(model, example: tuple) -> list[GraphOp]:
                 if src.node_type == "nncf_model_const" and src.node_name.endswith("weight"):
                     weight = src.node_name
         ops.append(GraphOp(node.node_name, node.node_type, weight,
-                           _role(node.node_type, weight, node.node_name, "torch", node.node_name == last)))
+                           _role(node.node_type, weight, node.node_name, "torch", node.node_name == last,
+                                 float_layers)))
     return ops
 
 
@@ -241,6 +241,7 @@ class Scheme:
     overflow_fix: str
     overflow_reason: str
     cpu: dict = field(default_factory=dict)
+    model_roles: dict = field(default_factory=dict)  # the family's own float roles: role -> why
 
     @property
     def preset(self) -> str:
@@ -280,11 +281,11 @@ class Scheme:
     def describe(self) -> dict:
         """What the manifest records: preset, overflow fix, ranges, and what stayed in float."""
         float_part = {}
-        for role, why in FLOAT_ROLES.items():
+        for role, why in {**FLOAT_ROLES, **self.model_roles}.items():
             mine = [o for o in self.ops if o.role == role]
             if mine:
                 entry = {"why": why, "count": len(mine)}
-                if role in ("attention_scores", "conditioning", "final_conv"):
+                if role in ("attention_scores", "final_conv") or role in self.model_roles:
                     entry["layers"] = [o.weight or o.name for o in mine]
                 else:
                     entry["types"] = sorted({o.type for o in mine})
@@ -306,10 +307,26 @@ class Scheme:
         }
 
 
-def build_scheme(ops: list[GraphOp], target: str, kind: str, overflow: str = "auto") -> Scheme:
+def build_scheme(ops: list[GraphOp], target: str, kind: str, overflow: str = "auto",
+                 float_layers: dict | None = None) -> Scheme:
     cpu = cpu_int8_features()
     value, reason = choose_overflow_fix(overflow, cpu)
-    return Scheme(target, kind, ops, value, reason, cpu)
+    return Scheme(target, kind, ops, value, reason, cpu, {r: why for r, (_, why) in (float_layers or {}).items()})
+
+
+def scheme_section(schemes: dict) -> dict:
+    first = next(iter(schemes.values()))
+    desc = first.describe()
+    return {
+        "preset": {t: s.preset for t, s in schemes.items()},
+        "overflow_fix": {"value": first.overflow_fix, "reason": first.overflow_reason, "cpu": first.cpu},
+        "activation_ranges": desc["activation_ranges"],
+        "weights": desc["weights"],
+        "activations": {t: s.describe()["activations"] for t, s in schemes.items()},
+        "quantized_ops": desc["quantized_ops"],
+        "quantized_types": desc["quantized_types"],
+        "float": desc["float"],
+    }
 
 
 __all__ = [
@@ -318,6 +335,7 @@ __all__ = [
     "GraphOp",
     "Scheme",
     "build_scheme",
+    "scheme_section",
     "choose_overflow_fix",
     "classify_onnx",
     "classify_torch",

@@ -1,6 +1,9 @@
-"""Decoder backends behind one interface, in one capability table (read by the CLI and `auto`).
+"""Decoder backends behind one interface, in one table of graph formats and one of backends, which
+`devices`, `auto`, export parity, bench and the pipeline all read.
 
-Backends are imported lazily, so a machine without torch (or without a runtime) pays nothing for it.
+A new runtime is one module (a Decoder subclass and `probe(device)`) plus one BACKENDS row; a new
+graph format is one FORMATS row plus its producer in edgecodec.export. Backends are imported lazily,
+so a machine without torch (or without a runtime) pays nothing for them.
 """
 
 from __future__ import annotations
@@ -15,30 +18,53 @@ from .base import Decoder, RuntimeInfo
 
 
 @dataclass(frozen=True)
-class Backend:
+class GraphFormat:
+    """A graph format a bundle can carry: the key of its entry in a graph's "files", how export
+    produces it (a function of edgecodec.export, named so that this layer does not import export),
+    and the CPU backend that checks it against torch at export and in the pipeline."""
+
     name: str
-    module: str  # relative to edgecodec.runtimes
+    producer: str  # "module:function" in edgecodec.export: (onnx_path, writer, stem, precision) -> files
+    reference_backend: str
+
+
+FORMATS: dict[str, GraphFormat] = {f.name: f for f in (
+    GraphFormat("onnx", "edgecodec.export.onnx_export:produce", "onnxruntime-cpu"),
+    GraphFormat("openvino", "edgecodec.export.openvino_export:produce", "openvino-cpu"),
+)}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One row per runtime. Its module (relative to edgecodec.runtimes) defines the decoder class
+    `factory` and `probe(device) -> (usable, reason)`; the row says which package it needs, which
+    graph format of a bundle it reads (None: it runs the model itself), and its rank for `auto`."""
+
+    name: str
+    module: str
     factory: str
     framework: str  # the Python package it needs
     device: str
     precisions: tuple[str, ...]
-    needs_bundle: bool
+    format: str | None
     auto_rank: int  # `auto` takes the usable backend with the lowest rank
 
+    @property
+    def needs_bundle(self) -> bool:
+        return self.format is not None
 
+
+ALL = ("fp32", "fp16", "int8")
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("onnxruntime-tensorrt", "onnxruntime_backend", "OrtDecoder", "onnxruntime", "tensorrt",
-            ("fp32", "fp16", "int8"), True, 5),
-    Backend("onnxruntime-cuda", "onnxruntime_backend", "OrtDecoder", "onnxruntime", "cuda", ("fp32", "fp16", "int8"),
-            True, 10),
-    Backend("openvino-gpu", "openvino_backend", "OvDecoder", "openvino", "gpu", ("fp32", "fp16", "int8"), True, 15),
-    Backend("openvino-cpu", "openvino_backend", "OvDecoder", "openvino", "cpu", ("fp32", "fp16", "int8"), True, 20),
-    Backend("openvino-auto", "openvino_backend", "OvDecoder", "openvino", "auto", ("fp32", "fp16", "int8"), True, 25),
-    Backend("onnxruntime-cpu", "onnxruntime_backend", "OrtDecoder", "onnxruntime", "cpu", ("fp32", "fp16", "int8"),
-            True, 30),
-    Backend("torch-cuda", "torch_backend", "TorchDecoder", "torch", "cuda", ("fp32",), False, 50),
-    Backend("torch", "torch_backend", "TorchDecoder", "torch", "auto", ("fp32",), False, 90),
-    Backend("torch-cpu", "torch_backend", "TorchDecoder", "torch", "cpu", ("fp32",), False, 95),
+    Backend("onnxruntime-tensorrt", "onnxruntime_backend", "OrtDecoder", "onnxruntime", "tensorrt", ALL, "onnx", 5),
+    Backend("onnxruntime-cuda", "onnxruntime_backend", "OrtDecoder", "onnxruntime", "cuda", ALL, "onnx", 10),
+    Backend("openvino-gpu", "openvino_backend", "OvDecoder", "openvino", "gpu", ALL, "openvino", 15),
+    Backend("openvino-cpu", "openvino_backend", "OvDecoder", "openvino", "cpu", ALL, "openvino", 20),
+    Backend("openvino-auto", "openvino_backend", "OvDecoder", "openvino", "auto", ALL, "openvino", 25),
+    Backend("onnxruntime-cpu", "onnxruntime_backend", "OrtDecoder", "onnxruntime", "cpu", ALL, "onnx", 30),
+    Backend("torch-cuda", "torch_backend", "TorchDecoder", "torch", "cuda", ("fp32",), None, 50),
+    Backend("torch", "torch_backend", "TorchDecoder", "torch", "auto", ("fp32",), None, 90),
+    Backend("torch-cpu", "torch_backend", "TorchDecoder", "torch", "cpu", ("fp32",), None, 95),
 )}
 
 
@@ -47,20 +73,27 @@ def probe(name: str) -> tuple[bool, str]:
     b = BACKENDS[name]
     if importlib.util.find_spec(b.framework) is None:
         return False, f"Python package '{b.framework}' is not installed"
-    if b.framework == "torch" and b.device == "cuda":
-        import torch
+    return importlib.import_module(f"{__name__}.{b.module}").probe(b.device)
 
-        if not torch.cuda.is_available():
-            return False, "no CUDA device visible to torch"
-    if b.framework == "onnxruntime":
-        from .onnxruntime_backend import probe_provider
 
-        return probe_provider(b.device)
-    if b.framework == "openvino":
-        from .openvino_backend import probe_device
+def bundle_problem(runtime: str, manifest: dict, size: tuple[int, int]) -> str | None:
+    """Why `runtime` cannot decode this bundle's graph at `size`, or None."""
+    b = BACKENDS[runtime]
+    if not b.needs_bundle:
+        return None
+    precision = manifest.get("precision", "fp32")
+    if precision not in b.precisions:
+        return f"runtime '{runtime}' does not run {precision} graphs"
+    g = next((g for g in manifest["graphs"] if tuple(g["size"]) == tuple(size)), {})
+    if b.format not in (g.get("files") or {}):
+        return f"the bundle has no {b.format} graph for {size[0]}x{size[1]}"
+    return None
 
-        return probe_device(b.device)
-    return True, ""
+
+def reference_backends(manifest: dict) -> list[str]:
+    """The CPU backend of every graph format the bundle carries (what export parity checks)."""
+    have = set().union(*(g["files"] for g in manifest["graphs"]))
+    return [f.reference_backend for f in FORMATS.values() if f.name in have]
 
 
 def pick_auto(with_bundle: bool) -> str:
@@ -96,10 +129,11 @@ def create_decoder(name: str = "auto", model: str | object | None = None, bundle
 def bundle_model(bundle: str) -> str:
     from pathlib import Path
 
-    from edgecodec.export.bundle import open_bundle
+    from edgecodec.bundle import open_bundle
 
     source = open_bundle(bundle, verify=False).manifest["model"]
     return source["source"] if Path(str(source["source"])).is_file() else source["name"]
 
 
-__all__ = ["BACKENDS", "Backend", "Decoder", "RuntimeInfo", "create_decoder", "pick_auto", "probe"]
+__all__ = ["BACKENDS", "FORMATS", "Backend", "Decoder", "GraphFormat", "RuntimeInfo", "bundle_problem",
+           "create_decoder", "pick_auto", "probe", "reference_backends"]

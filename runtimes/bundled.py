@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from edgecodec.errors import BundleError
-from edgecodec.export.bundle import Bundle, open_bundle
+from edgecodec.bundle import Bundle, open_bundle
 
 from .base import Decoder
 

@@ -78,7 +78,7 @@ class OrtDecoder(BundleDecoder):
 _probe_cache: dict[str, tuple[bool, str]] = {}
 
 
-def probe_provider(device: str) -> tuple[bool, str]:
+def probe(device: str) -> tuple[bool, str]:
     """Whether a session really runs on this provider (available_providers lists CUDA and TensorRT
     even on machines without a GPU), tried on a one-node model."""
     if device in _probe_cache:

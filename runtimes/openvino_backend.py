@@ -69,7 +69,7 @@ class OvDecoder(BundleDecoder):
                             "device_names": names, "bundle": str(self.bundle.root)})
 
 
-def probe_device(device: str) -> tuple[bool, str]:
+def probe(device: str) -> tuple[bool, str]:
     try:
         import openvino as ov
 

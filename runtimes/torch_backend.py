@@ -19,6 +19,12 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def probe(device: str) -> tuple[bool, str]:
+    if device == "cuda" and not torch.cuda.is_available():
+        return False, "no CUDA device visible to torch"
+    return True, ""
+
+
 class TorchDecoder(Decoder):
     name = "torch"
 

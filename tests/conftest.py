@@ -34,5 +34,5 @@ def run_cli(*args: str, env: dict | None = None):
     """Run `edgecodec ARGS` in a fresh process."""
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "edgecodec.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgecodec.apps.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300)

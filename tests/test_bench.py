@@ -10,8 +10,8 @@ from edgecodec import bitstream
 from edgecodec.benchmarks.inputs import synthetic_stream
 from edgecodec.benchmarks.report import CONTRACT_KEYS, build_report, to_markdown
 from edgecodec.benchmarks.runner import resolve_runtimes
-from edgecodec.cli import main
-from edgecodec.export.bundle import open_bundle
+from edgecodec.apps.cli import main
+from edgecodec.bundle import open_bundle
 from edgecodec.benchmarks.stats import percentiles, stage_medians, summarize
 from edgecodec.errors import BundleError, EdgecodecError
 

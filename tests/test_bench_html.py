@@ -7,8 +7,9 @@ from html.parser import HTMLParser
 import pytest
 
 from edgecodec.benchmarks.html import PLOT_W, to_html
-from edgecodec.benchmarks.report import build_report, write_reports
-from edgecodec.cli import main
+from edgecodec.benchmarks.output import write_reports
+from edgecodec.benchmarks.report import build_report
+from edgecodec.apps.cli import main
 
 SIZE = [128, 192]
 EVIL = "<script>alert(1)</script>"

@@ -67,9 +67,10 @@ def test_foreign_model(stream, photo):
 
     from edgecodec.config import TINY
     from edgecodec.runtimes import create_decoder
-    from edgecodec.weights import LoadedModel, build_codec
+    from edgecodec.weights import LoadedModel
+    from edgecodec.zoo import build_model
 
-    other = build_codec(replace(TINY, init_seed=1))
+    other = build_model(replace(TINY, init_seed=1))
     decoder = create_decoder("torch-cpu", model=LoadedModel(other, "test", False))
     with pytest.raises(StreamError, match="made by another model"):
         decoder.decode(stream)

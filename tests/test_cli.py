@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from edgecodec.cli import main
+from edgecodec.apps.cli import main
 from edgecodec.imageio import save_png
 
 from conftest import run_cli
@@ -108,7 +108,7 @@ def test_no_traceback_in_a_real_process(tmp_path):
 
 
 def test_every_verb_has_help():
-    from edgecodec.cli import build_parser
+    from edgecodec.apps.cli import build_parser
 
     parser = build_parser()
     verbs = parser._subparsers._group_actions[0].choices

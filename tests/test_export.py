@@ -52,7 +52,7 @@ def test_bundle_contents(bundle):
 
 def test_runtimes_agree_on_a_real_photo(tiny, bundle, stream):
     """torch, ONNX Runtime and OpenVINO decode the same stream within the fp32 tolerance."""
-    from edgecodec.export.exporter import TOLERANCES
+    from edgecodec.export.parity import TOLERANCES
     from edgecodec.runtimes import create_decoder
 
     rgb, data = stream
@@ -98,7 +98,7 @@ def _copy(bundle, tmp_path):
 
 
 def test_tampered_bundle_is_refused(bundle, tmp_path):
-    from edgecodec.export.bundle import open_bundle
+    from edgecodec.bundle import open_bundle
 
     dst = _copy(bundle, tmp_path)
     weights = dst / bundle.manifest["graphs"][0]["files"]["openvino_weights"]
@@ -110,7 +110,7 @@ def test_tampered_bundle_is_refused(bundle, tmp_path):
 
 
 def test_incomplete_bundle_is_refused(bundle, tmp_path):
-    from edgecodec.export.bundle import open_bundle
+    from edgecodec.bundle import open_bundle
 
     dst = _copy(bundle, tmp_path)
     (dst / bundle.manifest["graphs"][0]["files"]["onnx"]).unlink()
@@ -122,7 +122,7 @@ def test_incomplete_bundle_is_refused(bundle, tmp_path):
 
 
 def test_manifest_for_another_model_is_refused(bundle, tmp_path):
-    from edgecodec.export.bundle import open_bundle
+    from edgecodec.bundle import open_bundle
 
     dst = _copy(bundle, tmp_path)
     m = json.loads((dst / "manifest.json").read_text())
@@ -157,7 +157,7 @@ def test_decode_without_torch(bundle, stream, tmp_path):
     outs = []
     for rt in ("onnxruntime-cpu", "openvino-cpu", "auto"):
         out = tmp_path / f"{rt}.png"
-        res = subprocess.run([sys.executable, "-m", "edgecodec.cli", "decode", str(tmp_path / "s.edc"), "-o", str(out),
+        res = subprocess.run([sys.executable, "-m", "edgecodec.apps.cli", "decode", str(tmp_path / "s.edc"), "-o", str(out),
                               "--runtime", rt, "--bundle", str(bundle.root)], capture_output=True, text=True, env=env)
         assert res.returncode == 0, res.stderr
         from edgecodec.imageio import load_image
@@ -170,7 +170,7 @@ def test_decode_without_torch(bundle, stream, tmp_path):
 
 
 def test_export_cli_errors(capsys):
-    from edgecodec.cli import main
+    from edgecodec.apps.cli import main
 
     assert main(["export", "--size", "100x100", "-o", "/tmp/never"]) == 2
     assert "not a positive multiple of 64" in capsys.readouterr().err

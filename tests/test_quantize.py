@@ -88,7 +88,7 @@ def test_ptq_bundle_is_standard_int8(ptq_bundle):
     import onnx
     import openvino as ov
 
-    from edgecodec.export.exporter import TOLERANCES
+    from edgecodec.export.parity import TOLERANCES
     from edgecodec.quantize.scheme import choose_overflow_fix
 
     m = ptq_bundle.manifest

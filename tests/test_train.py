@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from edgecodec.imageio import save_png
-from edgecodec.train import Recipe, Trainer
+from edgecodec.apps.train import Recipe, Trainer
 
 
 @pytest.fixture(scope="module")

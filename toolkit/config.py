@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class RateConfig:
 
 @dataclass(frozen=True)
 class CodecConfig:
+    family: ClassVar[str] = "diffo"  # zoo.FAMILIES
+
     name: str
     pixel: AutoencoderConfig  # image <-> continuous latent at 1/16 (the "GT" autoencoder)
     latent: AutoencoderConfig  # continuous latent <-> code space (no resampling)

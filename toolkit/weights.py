@@ -1,8 +1,8 @@
-"""Model files: safetensors with the config in the metadata, loaded strictly, and the model registry.
+"""Model files: safetensors with the config (and its family) in the metadata, loaded strictly.
 
-`--model NAME_OR_PATH` resolves here: a built-in config name (`tiny`, `diffo`) loads the weights the
-package ships for it, or seeded random weights when none ship yet (said once, on stderr); anything
-else is a path to a .safetensors file written by `save_codec`.
+`--model NAME_OR_PATH` resolves here: a named model of the zoo (`tiny`, `diffo`, ...) loads the
+weights the package ships for it, or seeded random weights when none ship yet (said once, on
+stderr); anything else is a path to a .safetensors file written by `save_codec`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .codec import Codec
-from .config import CONFIGS, CodecConfig
 from .errors import ModelError
 from .imageio import write_bytes_atomic
+from .zoo import CodecModel, build_model, config_from_json, config_to_json, named_configs
 
 PACKAGED = Path(__file__).parent / "weights"
 CONFIG_KEY = "edgecodec.config"
@@ -27,7 +26,7 @@ FORMAT = "1"
 
 @dataclass
 class LoadedModel:
-    codec: Codec
+    codec: CodecModel
     source: str  # file path, or "random(seed=N)"
     trained: bool
 
@@ -36,23 +35,15 @@ class LoadedModel:
         return self.codec.cfg.name
 
 
-def build_codec(cfg: CodecConfig) -> Codec:
-    """Seeded random initialisation: the same weights (and fingerprint) on every run."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.init_seed)
-        codec = Codec(cfg)
-    return codec.eval()
-
-
-def _state_for_file(codec: Codec) -> dict[str, torch.Tensor]:
+def _state_for_file(codec: CodecModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}
 
 
-def save_codec(codec: Codec, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+def save_codec(codec: CodecModel, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
     """Write weights atomically: a killed save never leaves a truncated file under the final name."""
     from safetensors.torch import save
 
-    meta = {CONFIG_KEY: codec.cfg.to_json(), FORMAT_KEY: FORMAT, **(metadata or {})}
+    meta = {CONFIG_KEY: config_to_json(codec.cfg), FORMAT_KEY: FORMAT, **(metadata or {})}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, save(_state_for_file(codec), metadata=meta))
 
@@ -73,7 +64,7 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
     module.load_state_dict(state, strict=True)
 
 
-def read_config(path: Path) -> CodecConfig:
+def read_config(path: Path):
     from safetensors import safe_open
 
     try:
@@ -84,7 +75,9 @@ def read_config(path: Path) -> CodecConfig:
     if CONFIG_KEY not in meta:
         raise ModelError(f"{path} has no edgecodec config in its metadata (not an edgecodec model file)")
     try:
-        return CodecConfig.from_json(meta[CONFIG_KEY])
+        return config_from_json(meta[CONFIG_KEY])
+    except ModelError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{path} has an unreadable edgecodec config: {exc}") from None
 
@@ -96,7 +89,7 @@ def load_file(path: str | os.PathLike) -> LoadedModel:
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     cfg = read_config(path)
-    codec = build_codec(cfg)
+    codec = build_model(cfg)
     try:
         state = st_load(str(path))
     except Exception as exc:
@@ -114,17 +107,18 @@ _notified: set[str] = set()
 
 
 def load_model(name_or_path: str = "tiny", quiet: bool = False) -> LoadedModel:
-    if name_or_path in CONFIGS:
+    configs = named_configs()
+    if name_or_path in configs:
         shipped = packaged_weights(name_or_path)
         if shipped is not None:
             return load_file(shipped)
-        cfg = CONFIGS[name_or_path]
+        cfg = configs[name_or_path]
         if not quiet and name_or_path not in _notified:
             _notified.add(name_or_path)
             print(f"edgecodec: note: model '{name_or_path}' has no trained weights here; "
                   f"using seeded random weights (seed {cfg.init_seed}), so decoded images are not meaningful",
                   file=sys.stderr)
-        return LoadedModel(build_codec(cfg), f"random(seed={cfg.init_seed})", trained=False)
+        return LoadedModel(build_model(cfg), f"random(seed={cfg.init_seed})", trained=False)
     if name_or_path.endswith(".safetensors") or os.path.sep in name_or_path or Path(name_or_path).exists():
         return load_file(name_or_path)
-    raise ModelError(f"unknown model '{name_or_path}': use one of {', '.join(CONFIGS)} or a .safetensors path")
+    raise ModelError(f"unknown model '{name_or_path}': use one of {', '.join(configs)} or a .safetensors path")

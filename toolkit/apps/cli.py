@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from .console import progress as _progress
-from .console import say as _say
-from .errors import EdgecodecError
+from edgecodec.console import progress as _progress
+from edgecodec.console import say as _say
+from edgecodec.errors import EdgecodecError
 
 DEFAULT_MODEL = "tiny"
 
@@ -31,10 +31,10 @@ def _decoder(args, loaded=None):
 # --- verbs ----------------------------------------------------------------------------------
 
 def cmd_encode(args) -> int:
-    from .coding import encode_image
-    from .imageio import load_image, write_bytes_atomic
-    from .metrics import bpp
-    from .weights import load_model
+    from edgecodec.coding import encode_image
+    from edgecodec.imageio import load_image, write_bytes_atomic
+    from edgecodec.metrics import bpp
+    from edgecodec.weights import load_model
 
     rgb = load_image(args.image, max_pixels=args.max_pixels, notify=_say)
     loaded = load_model(args.model)
@@ -46,7 +46,7 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    from .imageio import save_png
+    from edgecodec.imageio import save_png
 
     data = _read_bytes(args.input)
     decoder = _decoder(args)
@@ -59,8 +59,8 @@ def cmd_decode(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from . import bitstream
-    from .metrics import bpp
+    from edgecodec import bitstream
+    from edgecodec.metrics import bpp
 
     data = _read_bytes(args.input)
     hdr = bitstream.read_header(data)
@@ -79,7 +79,7 @@ def _run_eval(args, images: list[tuple[str, object]], on_stream=None) -> dict:
     from .evaluate import evaluate, parse_rates
     from edgecodec.runtimes import bundle_model
 
-    from .weights import load_model
+    from edgecodec.weights import load_model
 
     if args.model is None:
         args.model = bundle_model(args.bundle) if args.bundle else DEFAULT_MODEL
@@ -94,16 +94,16 @@ def _print_summary(result: dict) -> None:
     rt = result["runtime"]
     print(f"model {result['model']['name']} ({result['model']['source']}), runtime {rt['backend']} on {rt['device']}")
     extra = {r["rate"]: r for r in result.get("ablation", [])}
+    columns = sorted({k for r in extra.values() for k in r if k.startswith("psnr_") and k != "psnr_with_denoiser"})
     base = {r["rate"]: r for r in result.get("baselines", [])}
     head = f"{'rate':>4} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8}"
-    head += f" {'no-denoiser dB':>15}" if extra else ""
+    head += "".join(f" {c[5:].replace('_', '-') + ' dB':>18}" for c in columns)
     head += f" {'JPEG bpp':>9} {'WebP bpp':>9}" if base else ""
     print(head)
     for row in result["per_rate"]:
         ms = "-" if row["ms_ssim"] is None else f"{row['ms_ssim']:.4f}"
         line = f"{row['rate']:>4} {row['bpp']:>8.4f} {row['psnr']:>8.2f} {ms:>8}"
-        if extra:
-            line += f" {extra[row['rate']]['psnr_without_denoiser']:>15.2f}"
+        line += "".join(f" {extra[row['rate']][c]:>18.2f}" for c in columns)
         if base:
             b = base[row["rate"]]
             line += f" {b['jpeg_bpp']:>9.4f} {b['webp_bpp']:>9.4f}"
@@ -111,13 +111,13 @@ def _print_summary(result: dict) -> None:
 
 
 def cmd_eval(args) -> int:
-    from .imageio import list_images, load_image, write_text_atomic
+    from edgecodec.imageio import list_images, load_image, write_text_atomic
 
     images = [(p.name, load_image(p, max_pixels=args.max_pixels, notify=_say)) for p in list_images(args.dir)]
     result = _run_eval(args, images)
     if args.ablation:
         from .evaluate import ablation
-        from .weights import load_model
+        from edgecodec.weights import load_model
 
         result["ablation"] = ablation(load_model(args.model), images, [r["rate"] for r in result["per_rate"]])
     if args.baselines:
@@ -131,7 +131,7 @@ def cmd_eval(args) -> int:
 
 def cmd_demo(args) -> int:
     """Encode, decode and evaluate the photos that installed packages ship (no data needed)."""
-    from .imageio import sample_images, save_png, write_bytes_atomic, write_text_atomic
+    from edgecodec.imageio import sample_images, save_png, write_bytes_atomic, write_text_atomic
 
     out = Path(args.output)
     for sub in ("images", "streams", "decoded"):
@@ -176,7 +176,7 @@ def cmd_train(args) -> int:
 def cmd_export(args) -> int:
     from edgecodec.export.exporter import export_bundle, parse_sizes
 
-    from .weights import load_model
+    from edgecodec.weights import load_model
 
     loaded = load_model(args.model)
     sizes = parse_sizes(args.size, loaded.codec.cfg.multiple)
@@ -202,6 +202,37 @@ def cmd_pipeline(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from edgecodec.export.exporter import parse_sizes
+    from edgecodec.flops import stage_flops
+    from edgecodec.weights import load_model, packaged_weights
+    from edgecodec.zoo import named_configs
+
+    rows = []
+    for name, cfg in named_configs().items():
+        (h, w), = parse_sizes(args.size, 1)
+        hp, wp = (-(-h // cfg.multiple) * cfg.multiple, -(-w // cfg.multiple) * cfg.multiple)
+        flops = stage_flops(cfg, hp, wp)
+        loaded = load_model(name, quiet=True)
+        rows.append({"name": name, "family": cfg.family, "trained_weights_ship": packaged_weights(name) is not None,
+                     "decode_parameters": loaded.codec.decode_side_parameters(), "size": [hp, wp],
+                     "gflops": {k: v / 1e9 for k, v in flops.items()}, "rates": cfg.num_rates,
+                     "fingerprint": loaded.codec.stream_spec().fingerprint.hex()})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    stages = list(dict.fromkeys(k for r in rows for k in r["gflops"] if k != "total"))
+    print(f"{'model':12s} {'family':8s} {'weights':8s} {'params':>9s} " + " ".join(f"{s + ' GF':>12s}" for s in stages)
+          + f" {'total GF':>10s} {'rates':>5s}  fingerprint")
+    for r in rows:
+        gf = r["gflops"]
+        print(f"{r['name']:12s} {r['family']:8s} {'shipped' if r['trained_weights_ship'] else 'random':8s} "
+              f"{r['decode_parameters'] / 1e6:>8.2f}M " + " ".join(f"{gf.get(s, 0.0):>12.2f}" for s in stages)
+              + f" {gf['total']:>10.2f} {r['rates']:>5d}  {r['fingerprint']}")
+    print(f"GFLOPs per decode at {rows[0]['size'][0]}x{rows[0]['size'][1]} (padded to each model's multiple)")
+    return 0
+
+
 def cmd_devices(args) -> int:
     from edgecodec.runtimes import BACKENDS, probe
 
@@ -222,7 +253,7 @@ def cmd_devices(args) -> int:
 # --- parser ---------------------------------------------------------------------------------
 
 def _max_pixels(p: argparse.ArgumentParser) -> None:
-    from .imageio import DEFAULT_MAX_PIXELS
+    from edgecodec.imageio import DEFAULT_MAX_PIXELS
 
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse larger input images (default {DEFAULT_MAX_PIXELS})")
@@ -311,9 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and precision, and write report.json and report.md in the run directory. "
                                    "Defaults: the embedded model and the sample photos installed packages ship.")
     p.add_argument("--recipe", default=None, help="TOML file changing model, sizes, images, methods, runtimes "
-                                                  "(keys: see edgecodec.pipeline.Recipe)")
+                                                  "(keys: see edgecodec.apps.pipeline.Recipe)")
     p.add_argument("-o", "--output", required=True, help="run directory")
     p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("models", help="every named model: family, shipped weights, parameters, GFLOPs per stage")
+    p.add_argument("--size", default="512x768", help="HxW image size for the GFLOPs (default 512x768)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("devices", help="which decoder backends are usable here, and why not")
     p.add_argument("--json", action="store_true")

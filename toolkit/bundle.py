@@ -9,15 +9,18 @@ leaves at most a `.DIR.partial-*` directory, never a directory that looks like a
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgecodec.errors import BundleError
+from edgecodec.imageio import write_text_atomic
 from edgecodec.spec import StreamSpec
 
 MANIFEST = "manifest.json"
@@ -31,6 +34,73 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+NOISE_RULE = {"generator": "numpy PCG64(seed).standard_normal(float32)", "shape": "1 x C x H/ds x W/ds"}
+
+
+def tool_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("edgecodec", "torch", "onnx", "onnxruntime-gpu", "onnxruntime", "openvino", "nncf", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class Manifest:
+    """manifest.json, the one writer of it: export and quantize both build their bundles' manifests
+    here. Sections a step adds later (parity, quantization) are optional."""
+
+    model: dict  # name, family, source, trained, fingerprint, config (JSON text)
+    precision: str  # fp32, fp16 or int8
+    stream_spec: dict  # StreamSpec.to_json()
+    graphs: list[dict]  # per size: size, files {format key: file}, gflops, stage_gflops, inputs, outputs
+    noise_rule: dict = field(default_factory=dict)
+    created: str = ""
+    tools: dict = field(default_factory=dict)
+    quantization: dict | None = None
+    parity: dict | None = None
+
+    REQUIRED = ("model", "precision", "stream_spec", "graphs")
+
+    @classmethod
+    def for_model(cls, loaded, precision: str, graphs: list[dict], **sections) -> "Manifest":
+        """A new bundle's manifest for `loaded` (a weights.LoadedModel)."""
+        from edgecodec.zoo import config_to_json
+
+        spec = loaded.codec.stream_spec()
+        return cls(
+            model={"name": loaded.name, "family": loaded.codec.family, "source": loaded.source,
+                   "trained": loaded.trained, "fingerprint": spec.fingerprint.hex(),
+                   "config": config_to_json(loaded.codec.cfg)},
+            precision=precision, stream_spec=spec.to_json(), graphs=graphs,
+            noise_rule={**NOISE_RULE, "rates": spec.to_json()["rates"]},
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            tools=tool_versions(), **sections)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def check(cls, manifest: dict, where: str) -> None:
+        """The fields a reader relies on, with their types; raises BundleError naming the first bad one."""
+        for key in cls.REQUIRED + ("files",):
+            if key not in manifest:
+                raise BundleError(f"{where} lacks '{key}'")
+        types = {"model": dict, "precision": str, "stream_spec": dict, "graphs": list, "files": dict}
+        for key, want in types.items():
+            if not isinstance(manifest[key], want):
+                raise BundleError(f"{where}: '{key}' should be a {want.__name__}")
+        for g in manifest["graphs"]:
+            size = g.get("size") if isinstance(g, dict) else None
+            if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
+                    and isinstance(g.get("files"), dict)):
+                raise BundleError(f"{where}: a graph entry lacks a valid 'size' or 'files'")
 
 
 @dataclass
@@ -73,20 +143,18 @@ class BundleWriter:
     def path(self, name: str) -> Path:
         return self.staging / name
 
-    def write_manifest(self, manifest: dict) -> Bundle:
+    def write_manifest(self, manifest: Manifest) -> Bundle:
         """Checksum every staged file and write the manifest into the staging directory; the result
         can be opened (and run) like a bundle before `commit` makes it visible."""
         files = {}
         for p in sorted(self.staging.iterdir()):
-            if p.name != MANIFEST:
+            if p.name != MANIFEST and not p.name.startswith("."):
                 files[p.name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "files": files}
-        tmp = self.staging / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, self.staging / MANIFEST)
-        return Bundle(self.staging, manifest)
+        data = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest.to_json(), "files": files}
+        write_text_atomic(self.staging / MANIFEST, json.dumps(data, indent=2))
+        return Bundle(self.staging, data)
 
-    def commit(self, manifest: dict) -> Bundle:
+    def commit(self, manifest: Manifest) -> Bundle:
         manifest = self.write_manifest(manifest).manifest
         if self.target.exists():  # replace an old bundle only once the new one is complete
             old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
@@ -125,9 +193,7 @@ def open_bundle(root: str | os.PathLike, verify: bool = True) -> Bundle:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"bundle format version {manifest.get('format_version')} is not supported "
                           f"(this edgecodec reads {FORMAT_VERSION})")
-    for key in ("stream_spec", "graphs", "files", "precision", "model"):
-        if key not in manifest:
-            raise BundleError(f"{mpath} lacks '{key}'")
+    Manifest.check(manifest, str(mpath))
     if verify:
         for name, meta in manifest["files"].items():
             p = root / name

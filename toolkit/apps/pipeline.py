@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .console import say
-from .errors import EdgecodecError
+from edgecodec.console import say
+from edgecodec.errors import EdgecodecError
 
 SCHEMA = "edgecodec-pipeline/1"
-VERIFIED_RUNTIMES = ("onnxruntime-cpu", "openvino-cpu")  # decoded on every bundle that has their graph
 
 
 @dataclass
@@ -42,14 +41,14 @@ class Recipe:
     formats: list[str] = field(default_factory=lambda: ["onnx", "openvino"])
     methods: list[str] = field(default_factory=lambda: ["ptq", "accuracy", "qat"])
     calibration_samples: int = 16
-    max_drop: float = 0.1  # dB, the accuracy method's target
     quality_drop_db: float = 0.3  # verify: largest PSNR loss of an INT8 decoder against FP32
-    qat_steps: int = 20
-    qat_lr: float = 1e-6
     runtimes: str = "all"
     bench_runs: int = 10
     bench_warmup: int = 2
     bench_threads: int | None = None
+    # every quantization method's options, keyed as in quantize.methods (max_drop, qat_steps, ...):
+    # given as top-level recipe keys, filled with the methods' pipeline defaults
+    method_options: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | None) -> "Recipe":
@@ -65,24 +64,33 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "recipe") -> "Recipe":
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
+        from edgecodec.quantize.methods import all_options, method_options
+
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "method_options"}
+        options = all_options()
+        unknown = sorted(set(data) - set(fields) - set(options))
         if unknown:
-            raise EdgecodecError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(fields)})")
+            raise EdgecodecError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join([*fields, *options])})")
         default = cls()
+        try:
+            method_values = method_options({k: v for k, v in data.items() if k in options}, pipeline=True)
+        except EdgecodecError as exc:
+            raise EdgecodecError(f"{where}: {exc}") from None
+        data = {k: v for k, v in data.items() if k in fields}
         for key, value in data.items():
             want = type(getattr(default, key))
             ok = (isinstance(value, want) and not (want is int and isinstance(value, bool))) or (
                 key == "bench_threads" and isinstance(value, int)) or (want is float and isinstance(value, int))
             if not ok:
                 raise EdgecodecError(f"{where}: '{key}' should be {want.__name__}, got {value!r}")
-        recipe = cls(**data)
+        recipe = cls(**data, method_options=method_values)
         recipe.check()
         return recipe
 
     def check(self) -> None:
-        from edgecodec.quantize.bundle import METHODS
+        from edgecodec.quantize.methods import METHODS, method_options
 
+        self.method_options = method_options(self.method_options, pipeline=True)
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise EdgecodecError(f"recipe: unknown method '{bad[0]}' (choose from {', '.join(METHODS)})")
@@ -92,7 +100,8 @@ class Recipe:
             raise EdgecodecError("recipe: max_images, calibration_samples and bench_runs must be at least 1")
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        return {**d, **d.pop("method_options")}
 
 
 # --- the steps ---------------------------------------------------------------------------------------
@@ -123,7 +132,7 @@ def verification_images(recipe: Recipe, multiple: int, sizes: list[tuple[int, in
     """The recipe's images, each fitted to the first size unless its padded size is a bundle size."""
     from edgecodec.quantize.calibration import fit_image, read_folder
 
-    from .imageio import sample_images
+    from edgecodec.imageio import sample_images
 
     if recipe.images == "samples":
         images = sorted(sample_images().items())
@@ -143,42 +152,39 @@ def verification_images(recipe: Recipe, multiple: int, sizes: list[tuple[int, in
 
 
 def decoders_for(bundle_dir: str, bundle) -> list[tuple[str, object]]:
-    """(runtime name, decoder) for every CPU runtime verified here that is usable and can decode
-    every graph of the bundle."""
-    from edgecodec.benchmarks.runner import bundle_problem
-    from edgecodec.runtimes import create_decoder, probe
+    """(runtime name, decoder) for the reference CPU backend of every graph format the bundle carries
+    (runtimes.FORMATS), where it is usable and can decode every graph of the bundle."""
+    from edgecodec.runtimes import bundle_problem, create_decoder, probe, reference_backends
 
     sizes = [tuple(g["size"]) for g in bundle.manifest["graphs"]]
-    return [(name, create_decoder(name, bundle=bundle_dir)) for name in VERIFIED_RUNTIMES
+    return [(name, create_decoder(name, bundle=bundle_dir)) for name in reference_backends(bundle.manifest)
             if probe(name)[0] and not any(bundle_problem(name, bundle.manifest, s) for s in sizes)]
 
 
 def verify(loaded, bundles: dict[str, str], images, rates: list[int], recipe: Recipe) -> dict:
     """Decode every image at every rate with torch (the FP32 reference) and with every runtime of
     every bundle: PSNR against the original and against the reference, per rate; then the checks."""
-    from edgecodec.export.bundle import open_bundle
-    from edgecodec.export.exporter import TOLERANCES
+    from edgecodec.bundle import open_bundle
+    from edgecodec.export.parity import TOLERANCES
+    from edgecodec.harness import compare, per_rate
     from edgecodec.runtimes import create_decoder
 
-    from .coding import encode_image
-    from .metrics import bpp, psnr
+    from .evaluate import stream_cases
 
-    streams = [(name, rgb, rate, encode_image(loaded.codec, rgb, rate)) for name, rgb in images for rate in rates]
+    cases = stream_cases(loaded, images, rates)
     reference = create_decoder("torch-cpu", model=loaded)
-    ref_out = [reference.decode(data) for *_, data in streams]
+    ref_out = {id(c): reference.decode(c.data) for c in cases}
     rows, checks = [], []
+    keys = ("bpp", "psnr", "psnr_vs_reference")
 
-    def record(label: str, precision: str, runtime: str, decoder, outs):
-        for rate in rates:
-            mine = [(s, o, r) for s, o, r in zip(streams, outs, ref_out) if s[2] == rate]
-            rows.append({
-                "bundle": label, "precision": precision, "runtime": runtime, "rate": rate,
-                "device": decoder.info.device, "images": len(mine),
-                "bpp": float(np.mean([bpp(len(s[3]), *s[1].shape[:2]) for s, _, _ in mine])),
-                "psnr": float(np.mean([psnr(s[1], o) for s, o, _ in mine])),
-                "psnr_vs_fp32_reference": float(np.mean([min(psnr(r, o), 100.0) for _, o, r in mine])),
-                "max_abs_vs_fp32_reference": int(max(np.abs(o.astype(int) - r).max() for _, o, r in mine)),
-            })
+    def record(label: str, precision: str, runtime: str, decoder, outs: dict):
+        got = compare(cases, lambda c: outs[id(c)], reference=lambda c: ref_out[id(c)])
+        for summary in per_rate(got, keys):
+            mine = [r for r in got if r["rate"] == summary["rate"]]
+            rows.append({"bundle": label, "precision": precision, "runtime": runtime, "rate": summary["rate"],
+                         "device": decoder.info.device, "images": len(mine), "bpp": summary["bpp"],
+                         "psnr": summary["psnr"], "psnr_vs_fp32_reference": summary["psnr_vs_reference"],
+                         "max_abs_vs_fp32_reference": max(r["max_abs_vs_reference"] for r in mine)})
 
     record("torch", "fp32", "torch-cpu", reference, ref_out)
     ref_psnr = {r["rate"]: r["psnr"] for r in rows}
@@ -186,11 +192,11 @@ def verify(loaded, bundles: dict[str, str], images, rates: list[int], recipe: Re
         bundle = open_bundle(path)
         precision = bundle.manifest["precision"]
         for runtime, decoder in decoders_for(path, bundle):
-            outs = [decoder.decode(data) for *_, data in streams]
-            again = decoder.decode(streams[0][3])
+            outs = {id(c): decoder.decode(c.data) for c in cases}
+            again = decoder.decode(cases[0].data)
             record(label, precision, runtime, decoder, outs)
             checks.append({"check": f"{label} {runtime}: the same stream decodes to the same image twice",
-                           "passed": bool(np.array_equal(again, outs[0]))})
+                           "passed": bool(np.array_equal(again, outs[id(cases[0])]))})
             mine = [r for r in rows if r["bundle"] == label and r["runtime"] == runtime]
             if precision == "int8":
                 drop = max(ref_psnr[r["rate"]] - r["psnr"] for r in mine)
@@ -202,20 +208,20 @@ def verify(loaded, bundles: dict[str, str], images, rates: list[int], recipe: Re
                 tol = TOLERANCES[precision].min_psnr
                 checks.append({"check": f"{label} {runtime}: agrees with torch (PSNR at least {tol} dB)",
                                "passed": worst >= tol, "value": round(worst, 2)})
-    return {"reference": "torch-cpu fp32", "streams": len(streams), "rows": rows, "checks": checks}
+    return {"reference": "torch-cpu fp32", "streams": len(cases), "rows": rows, "checks": checks}
 
 
 def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
     from edgecodec.benchmarks.machine import machine_info
-    from edgecodec.benchmarks.report import write_reports
+    from edgecodec.benchmarks.output import write_reports
     from edgecodec.benchmarks.runner import BenchConfig, run_bench
     from edgecodec.export.exporter import export_bundle, parse_sizes
     from edgecodec.quantize.bundle import QuantizeOptions, quantize_bundle
     from edgecodec.quantize.calibration import sets_from_images, build_sets
 
     from .evaluate import parse_rates
-    from .imageio import write_text_atomic
-    from .weights import load_model
+    from edgecodec.imageio import write_text_atomic
+    from edgecodec.weights import load_model
 
     recipe.check()
     out = Path(out_dir)
@@ -245,7 +251,7 @@ def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
     quant = {}
     for method in recipe.methods:
         options = QuantizeOptions(method=method, formats=list(recipe.formats), samples=recipe.calibration_samples,
-                                  max_drop=recipe.max_drop, qat_steps=recipe.qat_steps, qat_lr=recipe.qat_lr,
+                                  method_options=dict(recipe.method_options),
                                   allow_parity_failure=True)  # verify judges INT8 quality against FP32
         b = run.step(f"quantize INT8 ({method})", quantize_bundle, loaded, str(out / f"int8-{method}"), sizes,
                      options, sets=sets, say=say) if sets else None

@@ -27,12 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .codec import Codec
-from .config import CONFIGS
-from .errors import EdgecodecError
-from .frames import to_model_input
-from .imageio import list_images, load_image, write_text_atomic
-from .weights import build_codec, save_codec
+from edgecodec.codec import Codec
+from edgecodec.errors import EdgecodecError
+from edgecodec.frames import to_model_input
+from edgecodec.imageio import list_images, load_image, write_text_atomic
+from edgecodec.weights import save_codec
+from edgecodec.zoo import build_model, named_configs
+
+from . import checkpoints
 
 STAGES = ("pixel", "latent", "denoiser")
 
@@ -146,12 +148,14 @@ def nearest(vectors: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
 class Trainer:
     def __init__(self, config: str, data: str, out: str, recipe: Recipe, val: str | None = None,
                  log_to_console: bool = True):
-        if config not in CONFIGS:
-            raise EdgecodecError(f"unknown config '{config}': use one of {', '.join(CONFIGS)}")
+        configs = {n: c for n, c in named_configs().items() if c.family == Codec.family}
+        if config not in configs:
+            raise EdgecodecError(f"unknown config '{config}': `train` trains the {Codec.family} family "
+                                 f"({', '.join(configs)}); students are trained with `distill`")
         self.recipe, self.out = recipe, Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = _logger(self.out / "train.log", log_to_console)
-        self.codec = build_codec(CONFIGS[config]).train()
+        self.codec = build_model(configs[config]).train()
         self.sampler = CropSampler(load_folder(data), recipe.seed)
         self.val_images = load_folder(val)[:8] if val else []
         self.gen = torch.Generator().manual_seed(recipe.seed)
@@ -328,23 +332,20 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        from .metrics import psnr
+        from edgecodec.harness import Case, compare, per_rate
 
         c = self.codec.eval()
-        rows = {}
-        for rate in range(c.cfg.num_rates):
-            full, plain = [], []
-            for img in self.val_images:
-                h, w = img.shape[:2]
-                x = torch.from_numpy(to_model_input(img, c.cfg.multiple))
-                ref = np.asarray(img)
+        cases = []
+        for i, img in enumerate(self.val_images):
+            x = torch.from_numpy(to_model_input(img, c.cfg.multiple))
+            for rate in range(c.cfg.num_rates):
                 idx = c.encode_indices(x, rate)
                 noise = torch.from_numpy(np.random.Generator(np.random.PCG64(rate)).standard_normal(
                     (1, c.cfg.latent_channels) + idx.shape[2:], dtype=np.float32))
-                to8 = lambda t: np.rint(t[0, :, :h, :w].permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # noqa
-                full.append(psnr(ref, to8(c.decode_graph(idx, noise, rate))))
-                plain.append(psnr(ref, to8(c.decode_without_denoiser(idx))))
-            rows[rate] = {"psnr": float(np.mean(full)), "psnr_no_denoiser": float(np.mean(plain))}
+                cases.append(Case(f"val{i}", rate, img, inputs=(idx, noise, rate)))
+        full = per_rate(compare(cases, lambda k: c.decode_graph(*k.inputs).numpy()), ("psnr",))
+        plain = per_rate(compare(cases, lambda k: c.decode_without_denoiser(k.inputs[0]).numpy()), ("psnr",))
+        rows = {f["rate"]: {"psnr": f["psnr"], "psnr_no_denoiser": p["psnr"]} for f, p in zip(full, plain)}
         ae = float(np.mean([_ae_psnr(c, img) for img in self.val_images]))
         c.train()
         record = {"val_step": self.step, "stage": STAGES[min(self.stage_index, 2)], "ae_psnr": ae, "rates": rows}
@@ -361,15 +362,10 @@ class Trainer:
             "torch_rng": torch.get_rng_state(), "wall": self.wall, "history": self.history,
             "recipe": asdict(self.recipe),
         }
-        tmp = self.out / "checkpoint.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.out / "checkpoint.pt")
+        checkpoints.save(self.out, state)
 
     def load_checkpoint(self) -> None:
-        path = self.out / "checkpoint.pt"
-        if not path.is_file():
-            raise EdgecodecError(f"--resume: no checkpoint in {self.out}")
-        state = torch.load(path, weights_only=False)
+        state = checkpoints.load(self.out)
         self.codec.load_state_dict(state["model"])
         self.step, self.stage_index = state["step"], state["stage_index"]
         self.ema = EmaCodebooks(self.codec, self.recipe.ema_decay)
@@ -394,12 +390,11 @@ class Trainer:
 
 
 def _ae_psnr(codec: Codec, img: np.ndarray) -> float:
-    from .metrics import psnr
+    from edgecodec.harness import capped_psnr, to_image
 
     h, w = img.shape[:2]
     x = torch.from_numpy(to_model_input(img, codec.cfg.multiple))
-    y = ((codec.pixel_vq.decode(codec.pixel_vq.encode(x)) + 1) * 0.5).clamp(0, 1)
-    return psnr(img, np.rint(y[0, :, :h, :w].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+    return capped_psnr(img, to_image(codec.render(codec.pixel_vq.encode(x)).numpy(), h, w))
 
 
 def _logger(path: Path, console: bool) -> logging.Logger:
