@@ -27,6 +27,7 @@ from .spec import StreamSpec, compute_fingerprint
 # family name -> module (imported on first use)
 FAMILIES: dict[str, str] = {
     "diffo": "edgecodec.codec",
+    "edge": "edgecodec.edge",
 }
 DEFAULT_FAMILY = "diffo"  # model files written before configs named their family
 

@@ -173,6 +173,31 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    from .distill import DistillRecipe, Distiller, student_config
+    from edgecodec.weights import load_model
+
+    recipe = DistillRecipe(seed=args.seed)
+    for key in ("steps", "batch", "crop", "lr"):
+        if getattr(args, key) is not None:
+            setattr(recipe, key, getattr(args, key))
+    teacher = load_model(args.teacher)
+    cfg = student_config(teacher, args.student)
+    if not Path(args.data).is_dir():
+        raise EdgecodecError(f"--data {args.data}: not a directory of images")
+    distiller = Distiller(teacher, cfg, args.data, args.out, recipe, val=args.val,
+                          progress=lambda n, desc: _progress(n, desc))
+    if args.resume:
+        distiller.load_checkpoint()
+    distiller.run(stop_after=args.stop_after)
+    if distiller.step >= recipe.steps:
+        print(f"student written to {Path(args.out) / 'student.safetensors'} after {distiller.step} steps "
+              f"({distiller.wall / 60:.1f} min); report in {Path(args.out) / 'report.json'}")
+    else:
+        print(f"stopped at step {distiller.step}; continue with --resume")
+    return 0
+
+
 def cmd_export(args) -> int:
     from edgecodec.export.exporter import export_bundle, parse_sizes
 
@@ -327,6 +352,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=None, help="crop size for every stage (multiple of 64 for tiny)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("distill", help="distil a teacher's decoder into an edge student that reads the same streams",
+                       description="Encode the images of --data with the teacher at every rate, decode them with "
+                                   "the teacher (its image and denoised latent, with each stream's portable noise), "
+                                   "and train the student's decoder on crops of those decodes. The student keeps "
+                                   "the teacher's encoder, codebooks and prior: the two share every stream.")
+    p.add_argument("--teacher", default="tiny", help="teacher model name or .safetensors path (default tiny)")
+    p.add_argument("--student", default="tiny-edge",
+                   help="student shape: a preset (tiny-edge, diffo-edge) or a TOML file with head_channels, "
+                        "head_blocks, widths, shuffle (default tiny-edge)")
+    p.add_argument("--data", required=True, help="folder of training images")
+    p.add_argument("--val", default=None, help="folder of validation images (first 8 used)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 4000)")
+    p.add_argument("--batch", type=int, default=None, help="crops per step (default 16)")
+    p.add_argument("--crop", type=int, default=None, help="crop size in pixels, a multiple of 16 (default 128)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/checkpoint.pt")
+    p.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after N steps this run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run directory: checkpoint.pt, distill.log, student.safetensors, "
+                                                "report.json")
+    p.set_defaults(func=cmd_distill)
 
     from edgecodec.benchmarks.cli import add_bench_parser
 
