@@ -61,7 +61,8 @@ def build_report(machine: dict, config: dict, manifests: dict | list[dict], resu
     manifests = [manifests] if isinstance(manifests, dict) else list(manifests)
     paths = paths or [config.get("bundle")] * len(manifests)
     refs = {tuple(r["size"]): r for r in results if r.get("runtime") == REFERENCE and "error" not in r}
-    fp32 = {(r["runtime"], tuple(r["size"])): r for r in results
+    # ×fp32: the same runtime on the same model's FP32 bundle (a student's INT8 against the student's FP32)
+    fp32 = {(r.get("model"), r["runtime"], tuple(r["size"])): r for r in results
             if r.get("bundle_precision", r.get("precision")) == "fp32" and "error" not in r}
     bundles = [_bundle_json(p, m) for p, m in zip(paths, manifests)]
     return {
@@ -72,8 +73,8 @@ def build_report(machine: dict, config: dict, manifests: dict | list[dict], resu
         "config": config,
         "reference": REFERENCE,
         "skipped_runtimes": dict(skipped or {}),  # runtimes (or runtime, bundle pairs) left out, with the reason
-        "results": [finish_result(dict(r), refs.get(tuple(r["size"])), fp32.get((r["runtime"], tuple(r["size"]))))
-                    for r in results],
+        "results": [finish_result(dict(r), refs.get(tuple(r["size"])),
+                                  fp32.get((r.get("model"), r["runtime"], tuple(r["size"])))) for r in results],
     }
 
 

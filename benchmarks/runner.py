@@ -176,14 +176,16 @@ def bundle_paths(bundle: str | list[str]) -> list[str]:
 
 
 def open_bundles(paths: list[str]) -> list:
-    """The bundles, checked to hold one model: a bench compares runtimes and precisions of one decoder."""
+    """The bundles, checked to read one stream spec: a bench compares runtimes, precisions and the models
+    that share streams (a teacher and its distilled students) on the same stream."""
     bundles = [open_bundle(p, verify=False) for p in paths]  # the runtimes verify checksums when they open them
     first = bundles[0].manifest["model"].get("fingerprint")
     for path, b in zip(paths[1:], bundles[1:]):
         other = b.manifest["model"].get("fingerprint")
         if other != first:
-            raise EdgecodecError(f"bundle {path} holds another model than {paths[0]} (fingerprint {other} vs "
-                                 f"{first}): benchmark bundles of one model together")
+            raise EdgecodecError(f"bundle {path} reads other streams than {paths[0]} (fingerprint {other} vs "
+                                 f"{first}): benchmark together only bundles of one model, or of a teacher "
+                                 f"and its students")
     return bundles
 
 
@@ -245,8 +247,9 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
             stream = synthetic_stream(spec, size[0], size[1], rate, config.seed)
             stream_path = os.path.join(tmp, f"bench_{size[0]}x{size[1]}.edc")
             Path(stream_path).write_bytes(stream)
-            gflops = next((g.get("gflops") for m in manifests if (g := graph_entry(m, size)) and g.get("gflops")),
-                          None)
+            # each bundle's own graph (a student's differs from its teacher's); the reference is the first's
+            gflops_of = {id(m): (graph_entry(m, size) or {}).get("gflops") for m in manifests}
+            gflops = gflops_of[id(manifests[0])]
             jobs = [(path, manifest, runtime) for path, manifest, names in plan for runtime in names]
             if wants_reference:
                 jobs.append((paths[0], manifests[0], REFERENCE))
@@ -266,12 +269,15 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
                 out.setdefault("precision", "fp32" if not BACKENDS[runtime].needs_bundle
                                else manifest.get("precision"))
                 out["bundle"] = path if BACKENDS[runtime].needs_bundle else None
+                out["model"] = manifest["model"]["name"]
                 out["bundle_precision"] = manifest.get("precision") if BACKENDS[runtime].needs_bundle else "fp32"
                 out["stream_bytes"] = len(stream)
                 out["rate"] = rate
                 out["wall_s"] = time.perf_counter() - t0
-                if gflops is None and out.get("gflops") is not None:
-                    gflops = out["gflops"]  # counted by the torch worker; applies to every runtime
+                if BACKENDS[runtime].needs_bundle and gflops_of[id(manifest)] is not None:
+                    out["gflops"] = float(gflops_of[id(manifest)])
+                elif gflops is None and out.get("gflops") is not None:
+                    gflops = out["gflops"]  # counted by the torch worker; applies to the runtimes without one
                 if "error" in out:
                     say(f"{label} {size[0]}x{size[1]}: failed: {out['error']}")
                 else:
@@ -279,7 +285,7 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
                         f"{out.get('actual_device')}")
                 results.append(out)
             for r in results:
-                if list(r["size"]) == list(size) and gflops is not None:
+                if list(r["size"]) == list(size) and gflops is not None and r.get("gflops") is None:
                     r["gflops"] = float(gflops)
     return build_report(machine, config.to_json(), manifests, results, skipped=skipped, paths=paths)
 

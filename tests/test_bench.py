@@ -201,7 +201,7 @@ def test_bench_refuses_bundles_of_two_models(bundle_dir, spec, tmp_path, capsys)
     (other / "manifest.json").write_text(json.dumps(manifest))
     rc = bench("--bundle", f"{bundle_dir},{other}", "--runtime", "torch-cpu", "--json", str(tmp_path / "b.json"))
     assert rc != 0 and not (tmp_path / "b.json").exists()
-    assert "holds another model" in _one_line_error(capsys)
+    assert "reads other streams" in _one_line_error(capsys)
 
 
 def test_speedup_vs_fp32_pairs_runtime_and_size(spec):

@@ -125,3 +125,60 @@ def test_student_exports_with_parity(tmp_path, student):
     assert bundle.manifest["parity"]["passed"]
     assert bundle.manifest["model"]["family"] == "edge"
     assert set(bundle.manifest["graphs"][0]["stage_gflops"]) == {"latent", "pixel"}
+
+
+def test_shipped_student(tmp_path, tiny, photos):
+    """tiny-edge ships trained, within 5 MB, and decodes what `encode --model tiny` writes (CLI)."""
+    from edgecodec.imageio import list_images, load_image
+    from edgecodec.weights import load_model, packaged_weights
+
+    path = packaged_weights("tiny-edge")
+    assert path is not None and path.stat().st_size <= 5 * 2**20
+    student = load_model("tiny-edge")
+    assert student.trained and student.codec.stream_spec().fingerprint == tiny.codec.stream_spec().fingerprint
+    image = list_images(photos)[0]
+    assert main(["encode", str(image), "-o", str(tmp_path / "s.edc"), "--model", "tiny", "--rate", "2"]) == 0
+    assert main(["decode", str(tmp_path / "s.edc"), "-o", str(tmp_path / "s.png"), "--model", "tiny-edge",
+                 "--runtime", "torch-cpu"]) == 0
+    assert load_image(tmp_path / "s.png").shape == load_image(image).shape
+
+
+def _ddp_first_step(rank: int, world: int, init: str, photos: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from edgecodec.apps.distill import DistillRecipe, Distiller, student_config
+    from edgecodec.weights import load_model
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        teacher = load_model("tiny")
+        d = Distiller(teacher, student_config(teacher, "tiny-edge"), photos, f"{out}/rank{rank}",
+                      DistillRecipe(steps=1, batch=4, crop=64))
+        stats = d.train_step()
+        grads = {k: p.grad.clone() for k, p in d.student.named_parameters() if p.grad is not None}
+        torch.save({"stats": stats, "grads": grads}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_data_parallel_step_equals_single_process(tmp_path, photos):
+    """Two gloo processes on halves of the global batch: the first step's loss and gradients equal the
+    single-process step on that whole batch."""
+    import torch.multiprocessing as mp
+
+    from edgecodec.apps.distill import DistillRecipe, Distiller, student_config
+    from edgecodec.weights import load_model
+
+    mp.spawn(_ddp_first_step, args=(2, f"file://{tmp_path}/init", str(photos), str(tmp_path)), nprocs=2)
+    teacher = load_model("tiny")
+    d = Distiller(teacher, student_config(teacher, "tiny-edge"), str(photos), str(tmp_path / "single"),
+                  DistillRecipe(steps=1, batch=4, crop=64))
+    stats = d.train_step()
+    grads = {k: p.grad for k, p in d.student.named_parameters() if p.grad is not None}
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got["stats"]["loss"] == pytest.approx(stats["loss"], rel=1e-5)
+        assert got["grads"].keys() == grads.keys() and len(grads) > 10
+        for k, g in grads.items():
+            torch.testing.assert_close(got["grads"][k], g, rtol=1e-4, atol=1e-7)

@@ -1,5 +1,5 @@
-"""`edgecodec pipeline` end to end on a reduced recipe (one small size, PTQ and a few QAT steps, two
-rates, two bench runs), and the recipe's error handling."""
+"""`edgecodec pipeline` end to end on a reduced recipe (one small size, the shipped student beside its
+teacher, PTQ and a few QAT steps, two rates, two bench runs), and the recipe's error handling."""
 
 import json
 
@@ -39,12 +39,15 @@ def run(tmp_path_factory):
 def test_pipeline_runs_every_step(run):
     rc, out, report = run
     assert [s["status"] for s in report["steps"]] == ["ok"] * len(report["steps"]), report["steps"]
-    assert [s["step"] for s in report["steps"]][0] == "export FP32" and len(report["steps"]) == 6
-    assert set(report["bundles"]) == {"fp32", "int8-ptq", "int8-qat"}
+    assert [s["step"] for s in report["steps"]][0] == "export the teacher FP32" and len(report["steps"]) == 8
+    assert set(report["bundles"]) == {"teacher-fp32", "fp32", "int8-ptq", "int8-qat"}
     for label in report["bundles"]:
         manifest = json.loads((out / label / "manifest.json").read_text())
-        assert manifest["precision"] == ("fp32" if label == "fp32" else "int8")
+        assert manifest["precision"] == ("int8" if label.startswith("int8") else "fp32")
+        assert manifest["model"]["name"] == ("tiny" if label == "teacher-fp32" else "tiny-edge")
         assert [g["size"] for g in manifest["graphs"]] == [[128, 192]]
+    assert report["teacher"]["name"] == "tiny" and report["model"]["name"] == "tiny-edge"
+    assert report["gflops"]["deployed"]["pixel"] * 10 <= report["gflops"]["teacher"]["pixel"]
     for name in ("bench.json", "bench.md", "bench.html", "report.md"):
         assert (out / name).is_file(), name
     failed = [c for c in report["checks"] if not c["passed"]]
@@ -56,18 +59,20 @@ def test_pipeline_quality_covers_every_bundle_runtime_and_rate(run):
     rows = report["quality"]["rows"]
     seen = {(r["bundle"], r["runtime"], r["rate"]) for r in rows}
     expected = {("torch", "torch-cpu", r) for r in (0, 3)} | {
-        (b, rt, r) for b in ("fp32", "int8-ptq", "int8-qat") for rt in ("onnxruntime-cpu", "openvino-cpu")
-        for r in (0, 3)}
+        (b, rt, r) for b in ("teacher-fp32", "fp32", "int8-ptq", "int8-qat")
+        for rt in ("onnxruntime-cpu", "openvino-cpu") for r in (0, 3)}
     assert seen == expected
+    assert {r["model"] for r in rows if r["bundle"] == "torch"} == {"tiny", "tiny-edge"}
     # the same streams for every decoder: bpp agrees, the rates differ
     bpp = {r["rate"]: r["bpp"] for r in rows if r["bundle"] == "torch"}
     assert bpp[3] > bpp[0] and all(r["bpp"] == bpp[r["rate"]] for r in rows)
-    fp32 = [r for r in rows if r["bundle"] == "fp32"]
+    fp32 = [r for r in rows if r["bundle"] in ("fp32", "teacher-fp32")]
     assert all(r["psnr_vs_fp32_reference"] >= 50 and r["max_abs_vs_fp32_reference"] <= 2 for r in fp32)
     int8 = [r for r in rows if r["bundle"].startswith("int8")]
     assert all(25 <= r["psnr_vs_fp32_reference"] < 100 for r in int8)  # quantized: close, not identical
     names = [c["check"] for c in report["checks"]]
-    assert sum("decodes to the same image twice" in n for n in names) == 6
+    assert sum("decodes to the same image twice" in n for n in names) == 8
+    assert sum("within" in n and "of teacher" in n for n in names) == 1
     assert sum("PSNR drop against FP32" in n for n in names) == 4
     assert all(c["passed"] for c in report["checks"])  # INT8 drop within quality_drop_db included
 
@@ -78,6 +83,7 @@ def test_pipeline_benches_int8_beside_fp32(run):
     assert {(r["runtime"], r["bundle_precision"]) for r in results} == {
         ("onnxruntime-cpu", "fp32"), ("openvino-cpu", "fp32"), ("onnxruntime-cpu", "int8"),
         ("openvino-cpu", "int8"), ("torch-cpu", "fp32")}
+    assert len([r for r in results if r["runtime"] == "openvino-cpu"]) == 4  # teacher, student fp32, 2 x int8
     for r in results:
         assert "error" not in r, r
         assert r["speedup_vs_torch"] > 0
@@ -85,6 +91,7 @@ def test_pipeline_benches_int8_beside_fp32(run):
             assert r["speedup_vs_fp32"] > 0
     md = (out / "report.md").read_text()
     assert "## Quality" in md and "## Latency" in md and "×fp32" in md and "int8-qat" in md
+    assert "side by side" in md and "teacher FP32 (torch)" in md and "tiny-edge FP32 (torch)" in md
 
 
 @pytest.mark.parametrize("text, message", [

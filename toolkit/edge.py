@@ -27,6 +27,7 @@ from torch import nn
 from .autoencoder import Encoder
 from .config import TINY, DIFFO, CodecConfig
 from .quantizer import ResidualVQ
+from .errors import ModelError
 from .rate import rate_table
 from .zoo import CodecModel
 
@@ -180,9 +181,20 @@ class EdgeStudent(CodecModel):
     def decode_side_parameters(self) -> int:
         return super().decode_side_parameters() + self.rate_bias.numel()
 
+    ENCODE_SIDE = ("pixel_vq.", "latent_vq.")
+
+    def adopt(self, teacher: CodecModel) -> None:
+        own, theirs = self.state_dict(), teacher.state_dict()
+        keys = [k for k in own if k.startswith(self.ENCODE_SIDE)]
+        missing = [k for k in keys if k not in theirs or theirs[k].shape != own[k].shape]
+        if missing:
+            raise ModelError(f"{teacher.cfg.name} cannot teach {self.cfg.name}: it lacks {missing[0]} "
+                             f"(or its shape differs)")
+        self.load_state_dict({k: theirs[k] for k in keys}, strict=False)
+
     def decoder_state(self) -> dict[str, torch.Tensor]:
         """What distillation trains (the rest is the teacher's and stays frozen)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(("pixel_vq.", "latent_vq."))}
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.ENCODE_SIDE)}
 
 
 def student_of(teacher_name: str, teacher: CodecConfig, name: str, **shape) -> EdgeConfig:

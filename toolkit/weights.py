@@ -118,7 +118,11 @@ def load_model(name_or_path: str = "tiny", quiet: bool = False) -> LoadedModel:
             print(f"edgecodec: note: model '{name_or_path}' has no trained weights here; "
                   f"using seeded random weights (seed {cfg.init_seed}), so decoded images are not meaningful",
                   file=sys.stderr)
-        return LoadedModel(build_model(cfg), f"random(seed={cfg.init_seed})", trained=False)
+        model = build_model(cfg)
+        teacher = getattr(cfg, "teacher_name", None)  # a student: its streams are its teacher's
+        if teacher in configs:
+            model.adopt(load_model(teacher, quiet=True).codec)
+        return LoadedModel(model, f"random(seed={cfg.init_seed})", trained=False)
     if name_or_path.endswith(".safetensors") or os.path.sep in name_or_path or Path(name_or_path).exists():
         return load_file(name_or_path)
     raise ModelError(f"unknown model '{name_or_path}': use one of {', '.join(configs)} or a .safetensors path")

@@ -72,6 +72,10 @@ class CodecModel(nn.Module):
         """What a decoder carries (the codebooks included)."""
         raise NotImplementedError
 
+    def adopt(self, teacher: "CodecModel") -> None:
+        """A family derived from another model (a distilled student) takes over what defines its streams
+        (encoder, codebooks, prior) from `teacher`; others have nothing to adopt."""
+
     def ablations(self) -> dict[str, object]:
         """Optional decodes that leave a stage out, for `eval --ablation`: name -> fn(indices) -> image."""
         return {}

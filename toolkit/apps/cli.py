@@ -174,8 +174,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from .distill import DistillRecipe, Distiller, student_config
     from edgecodec.weights import load_model
+
+    from .distill import DistillRecipe, Distiller, distributed_from_env, student_config
 
     recipe = DistillRecipe(seed=args.seed)
     for key in ("steps", "batch", "crop", "lr"):
@@ -185,11 +186,14 @@ def cmd_distill(args) -> int:
     cfg = student_config(teacher, args.student)
     if not Path(args.data).is_dir():
         raise EdgecodecError(f"--data {args.data}: not a directory of images")
-    distiller = Distiller(teacher, cfg, args.data, args.out, recipe, val=args.val,
-                          progress=lambda n, desc: _progress(n, desc))
-    if args.resume:
-        distiller.load_checkpoint()
-    distiller.run(stop_after=args.stop_after)
+    with distributed_from_env():  # under torchrun: one process of a data-parallel run
+        distiller = Distiller(teacher, cfg, args.data, args.out, recipe, val=args.val,
+                              progress=lambda n, desc: _progress(n, desc))
+        if args.resume:
+            distiller.load_checkpoint()
+        distiller.run(stop_after=args.stop_after)
+    if distiller.rank:
+        return 0
     if distiller.step >= recipe.steps:
         print(f"student written to {Path(args.out) / 'student.safetensors'} after {distiller.step} steps "
               f"({distiller.wall / 60:.1f} min); report in {Path(args.out) / 'report.json'}")
@@ -364,15 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "head_blocks, widths, shuffle (default tiny-edge)")
     p.add_argument("--data", required=True, help="folder of training images")
     p.add_argument("--val", default=None, help="folder of validation images (first 8 used)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 4000)")
-    p.add_argument("--batch", type=int, default=None, help="crops per step (default 16)")
-    p.add_argument("--crop", type=int, default=None, help="crop size in pixels, a multiple of 16 (default 128)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 12000)")
+    p.add_argument("--batch", type=int, default=None, help="crops per step (default 8)")
+    p.add_argument("--crop", type=int, default=None, help="crop size in pixels, a multiple of 16 (default 256)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/checkpoint.pt")
     p.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after N steps this run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory: checkpoint.pt, distill.log, student.safetensors, "
                                                 "report.json")
+    p.epilog = ("Data-parallel on several processes or GPUs: torchrun --nproc_per_node N -m edgecodec.apps.cli "
+                "distill ... (the global --batch is split over the processes)")
     p.set_defaults(func=cmd_distill)
 
     from edgecodec.benchmarks.cli import add_bench_parser

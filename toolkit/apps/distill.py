@@ -13,12 +13,22 @@ Only the student's decode side trains; its encoder, codebooks and prior are the 
 and frozen, so the fingerprint (and every stream) is shared. Resume is exact: the checkpoint holds the
 student, the optimizer, the sampler's and torch's RNG states and the step; the teacher's decodes are
 recomputed (deterministically) on resume.
+
+Scale-out: the same run under torchrun trains data-parallel with torch.distributed DDP (NCCL on GPUs,
+gloo on CPUs):
+
+    torchrun --nproc_per_node N -m edgecodec.apps.cli distill --teacher tiny --data DIR --out RUN_DIR ...
+
+Every process draws the same global batch from the same sampler state and trains on its slice, DDP
+averages the gradients, so a step equals the single-process step on the global batch; rank 0 alone
+logs, validates and writes checkpoints and the student; `--resume` works the same under torchrun.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -27,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from edgecodec.errors import EdgecodecError
 from edgecodec.frames import to_model_input
@@ -37,16 +48,14 @@ from edgecodec.zoo import build_model
 
 from . import checkpoints
 
-ENCODE_SIDE = ("pixel_vq.", "latent_vq.")
-
 
 @dataclass
 class DistillRecipe:
-    steps: int = 4000
-    batch: int = 16
-    crop: int = 128  # pixels, a multiple of the code's downsampling
+    steps: int = 12000
+    batch: int = 8
+    crop: int = 256  # pixels, a multiple of the code's downsampling; 128 leaves the 1/16 head mostly padding
     lr: float = 1e-3
-    original_weight: float = 0.1
+    original_weight: float = 1.0
     feature_weight: float = 0.05
     checkpoint_every: int = 250
     validate_every: int = 1000
@@ -85,13 +94,7 @@ def student_config(teacher: LoadedModel, student: str):
 def student_from(teacher: LoadedModel, cfg):
     """A fresh student whose encode side is the teacher's (same fingerprint)."""
     student = build_model(cfg)
-    own = student.state_dict()
-    theirs = teacher.codec.state_dict()
-    encode = {k: theirs[k] for k in own if k.startswith(ENCODE_SIDE)}
-    missing = [k for k in own if k.startswith(ENCODE_SIDE) and k not in theirs]
-    if missing:
-        raise EdgecodecError(f"teacher {teacher.name} lacks {missing[0]}: not the student's teacher family")
-    student.load_state_dict(encode, strict=False)
+    student.adopt(teacher.codec)
     if student.stream_spec().fingerprint != teacher.codec.stream_spec().fingerprint:
         raise EdgecodecError("internal: the student's fingerprint differs from the teacher's")
     return student.eval()
@@ -156,17 +159,40 @@ class CropSampler:
             y, x, c = cy * self.ds, cx * self.ds, self.crop
             idx = t.indices[:, cy:cy + cells, cx:cx + cells].copy()
             idx[rate + 1:] = 0
-            out["indices"].append((idx))
+            out["indices"].append(idx)
             out["rate"].append(rate)
-            out["noise"].append((t.noise[rate][:, cy:cy + cells, cx:cx + cells]))
-            out["x0"].append((t.x0[rate][:, cy:cy + cells, cx:cx + cells]).astype(np.float32))
+            out["noise"].append(t.noise[rate][:, cy:cy + cells, cx:cx + cells])
+            out["x0"].append(t.x0[rate][:, cy:cy + cells, cx:cx + cells].astype(np.float32))
             for key, img in (("teacher", t.teacher[rate]), ("original", t.original)):
-                out[key].append((img[y:y + c, x:x + c].transpose(2, 0, 1)).astype(np.float32) / 255.0)
+                out[key].append(img[y:y + c, x:x + c].transpose(2, 0, 1).astype(np.float32) / 255.0)
         return {k: torch.from_numpy(np.ascontiguousarray(np.stack(v))) if k != "rate" else torch.tensor(v)
                 for k, v in out.items()}
 
 
 # --- the run --------------------------------------------------------------------------------------
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside torch.distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class StudentStep(nn.Module):
+    """The student's decode side as one forward(), the unit DistributedDataParallel wraps:
+    (indices, noise, rate) -> (image, x0 probe)."""
+
+    def __init__(self, student):
+        super().__init__()
+        self.student = student
+
+    def forward(self, indices, noise, rate):
+        s = self.student
+        feats = s.features(s.quantizer.dequantize(indices), noise, s.rate_bias[rate])
+        return s.render(feats), s.x0_probe(feats)
+
 
 class Distiller:
     def __init__(self, teacher: LoadedModel, student_cfg, data: str, out: str, recipe: DistillRecipe,
@@ -175,6 +201,9 @@ class Distiller:
             raise EdgecodecError(f"--crop must be a multiple of {teacher.codec.cfg.downsample}")
         if recipe.steps < 1 or recipe.batch < 1:
             raise EdgecodecError("--steps and --batch must be at least 1")
+        self.rank, self.world = world()
+        if recipe.batch % self.world:
+            raise EdgecodecError(f"--batch {recipe.batch} does not split over {self.world} processes")
         self.teacher, self.recipe, self.out = teacher, recipe, Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log_path = self.out / "distill.log"
@@ -198,8 +227,16 @@ class Distiller:
             bar.close()
         self.sampler = CropSampler(targets, recipe.crop, teacher.codec.cfg.downsample, recipe.seed)
         for k, p in self.student.named_parameters():
-            p.requires_grad_(not k.startswith(ENCODE_SIDE))
+            p.requires_grad_(not k.startswith(self.student.ENCODE_SIDE))
         self.params = [p for p in self.student.parameters() if p.requires_grad]
+        self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() and
+                                   self.world > 1 else "cpu")
+        self.student.to(self.device)
+        self.step_module = StudentStep(self.student)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.step_module = DistributedDataParallel(self.step_module)
         self.optimizer = torch.optim.Adam(self.params, lr=recipe.lr)
         torch.manual_seed(recipe.seed)
         self.step, self.wall, self.history = 0, 0.0, []
@@ -212,14 +249,14 @@ class Distiller:
         return self.recipe.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def train_step(self) -> dict:
-        r, s = self.recipe, self.student
-        b = self.sampler.batch(r.batch, s.cfg.num_rates)
-        code = s.quantizer.dequantize(b["indices"])
-        feats = s.features(code, b["noise"], s.rate_bias[b["rate"]])
-        image = s.render(feats)
+        r = self.recipe
+        full = self.sampler.batch(r.batch, self.student.cfg.num_rates)  # the same global batch on every rank
+        n = r.batch // self.world
+        b = {k: v[self.rank * n:(self.rank + 1) * n].to(self.device) for k, v in full.items()}
+        image, probe = self.step_module(b["indices"], b["noise"], b["rate"])
         distill = F.mse_loss(image, b["teacher"])
         original = F.mse_loss(image, b["original"])
-        feature = F.mse_loss(s.x0_probe(feats), b["x0"])
+        feature = F.mse_loss(probe, b["x0"])
         loss = distill + r.original_weight * original + r.feature_weight * feature
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr()
@@ -228,14 +265,20 @@ class Distiller:
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.optimizer.step()
         self.step += 1
-        return {k: float(v.detach()) for k, v in
-                (("loss", loss), ("distill", distill), ("original", original), ("feature", feature))}
+        stats = torch.stack([loss.detach(), distill.detach(), original.detach(), feature.detach()])
+        if self.world > 1:  # the global batch's mean, as one process would log it
+            import torch.distributed as dist
+
+            dist.all_reduce(stats)
+            stats /= self.world
+        return dict(zip(("loss", "distill", "original", "feature"), stats.tolist()))
 
     def run(self, stop_after: int | None = None, progress: bool = True) -> None:
         from tqdm import tqdm
 
         r = self.recipe
-        bar = tqdm(total=r.steps, initial=self.step, desc="distill", unit="step", disable=not progress,
+        lead = self.rank == 0  # rank 0 alone logs, validates and writes
+        bar = tqdm(total=r.steps, initial=self.step, desc="distill", unit="step", disable=not (progress and lead),
                    dynamic_ncols=True)
         done = 0
         while self.step < r.steps:
@@ -244,20 +287,22 @@ class Distiller:
             dt = time.perf_counter() - t0
             bar.set_postfix(loss=f"{stats['loss']:.5f}", img_s=f"{r.batch / dt:.0f}")
             bar.update(1)
-            if self.step % 50 == 0:
+            if lead and self.step % 50 == 0:
                 self._log({"step": self.step, **stats, "lr": self.lr(), "img_per_s": r.batch / dt})
-            if self.val_images and self.step % r.validate_every == 0:
+            if lead and self.val_images and self.step % r.validate_every == 0:
                 self.validate()
-            if self.step % r.checkpoint_every == 0:
+            if lead and self.step % r.checkpoint_every == 0:
                 self.save_checkpoint()
             self.wall += time.perf_counter() - t0
             done += 1
             if stop_after is not None and done >= stop_after and self.step < r.steps:
-                self.save_checkpoint()
+                if lead:
+                    self.save_checkpoint()
                 bar.close()
                 return
         bar.close()
-        self.finish()
+        if lead:
+            self.finish()
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -267,13 +312,13 @@ class Distiller:
 
         from .evaluate import stream_cases
 
-        s, t = self.student.eval(), self.teacher.codec.eval()
+        s, t = self.student.cpu().eval(), self.teacher.codec.eval()
         rates = list(range(s.cfg.num_rates))
         cases = stream_cases(self.teacher, self.val_images, rates)
         decode_s, decode_t = _torch_decoder(s), _torch_decoder(t)
         rows = compare(cases, decode_s, reference=decode_t, with_ms_ssim=True)
         teacher_rows = compare(cases, decode_t, with_ms_ssim=True)
-        self.student.train()
+        self.student.to(self.device).train()
         summary = []
         for mine, theirs in zip(per_rate(rows, ("bpp", "psnr", "ms_ssim", "psnr_vs_reference")),
                                 per_rate(teacher_rows, ("psnr", "ms_ssim"))):
@@ -311,7 +356,7 @@ class Distiller:
         meta = {"edgecodec.trained": "true", "edgecodec.distilled_from": self.teacher.source,
                 "edgecodec.steps": str(self.step), "edgecodec.train_wall_s": f"{self.wall:.0f}",
                 "edgecodec.recipe": json.dumps(asdict(self.recipe))}
-        save_codec(self.student.eval(), path, meta)
+        save_codec(self.student.cpu().eval(), path, meta)
         if self.val_images and (not self.history or self.history[-1]["val_step"] != self.step):
             self.validate()
         size = (512, 768)
@@ -332,6 +377,8 @@ class Distiller:
         return path
 
     def _log(self, record: dict) -> None:
+        if self.rank:  # one log per run, however many processes
+            return
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"), **record}) + "\n")
 
@@ -347,3 +394,24 @@ def _torch_decoder(model):
         return model.decode_graph(torch.from_numpy(parsed.indices), torch.from_numpy(noise), parsed.rate).numpy()
 
     return decode
+
+
+class distributed_from_env:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1): NCCL with one GPU
+    per process where CUDA is available, gloo on CPUs; leave it on exit. A no-op for one process."""
+
+    def __enter__(self):
+        import torch.distributed as dist
+
+        self.mine = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+        if self.mine:
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        return self
+
+    def __exit__(self, *exc):
+        import torch.distributed as dist
+
+        if self.mine and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,13 +1,17 @@
 """`edgecodec pipeline`: the main job, from a checkpoint to measured edge decoders.
 
-    export FP32 -> quantize INT8 (each method) -> verify (quality and runtime agreement on real
-    photos, every rate) -> bench every usable runtime and precision -> report.json / report.md
+    export the teacher FP32 -> [distil a student] -> export the deployed model (the student) FP32 ->
+    quantize it INT8 (each method) -> verify (quality against the originals and the teacher, runtime
+    agreement, on real photos, every rate) -> bench every bundle, runtime and precision in one run
+    -> report.json / report.md
 
 Every step's result lands in RUN_DIR (bundles fp32/ and int8-METHOD/, bench.json/.md/.html,
 the reports); a step that fails is recorded and the later steps that do not need it still run, so a
 report always says what worked. A recipe (TOML) changes the model, sizes, images and so on:
 
-    model = "tiny"
+    model = "tiny"              # the teacher
+    student = "tiny-edge"       # the deployed decoder: a student model (name or path), or "" for the teacher
+    distill_data = ""           # a folder: distil a new student of preset `student` from `model` first
     sizes = ["448x640"]
     images = "samples"          # the photos installed packages ship, or a folder of images
     methods = ["ptq", "accuracy", "qat"]
@@ -33,7 +37,11 @@ SCHEMA = "edgecodec-pipeline/1"
 
 @dataclass
 class Recipe:
-    model: str = "tiny"
+    model: str = "tiny"  # the teacher
+    student: str = "tiny-edge"  # deployed: a student (name, path; a preset when distill_data is set), "" = teacher
+    distill_data: str = ""  # a folder of training images: distil a new student first
+    distill_steps: int = 2000
+    student_gap_db: float = 1.5  # verify: largest PSNR gap of the deployed FP32 student below the teacher
     sizes: list[str] = field(default_factory=lambda: ["448x640"])  # the sample photos are 427x640
     images: str = "samples"  # "samples" or a folder; images of another padded size are fitted to sizes[0]
     max_images: int = 8  # images used to verify quality
@@ -161,9 +169,13 @@ def decoders_for(bundle_dir: str, bundle) -> list[tuple[str, object]]:
             if probe(name)[0] and not any(bundle_problem(name, bundle.manifest, s) for s in sizes)]
 
 
-def verify(loaded, bundles: dict[str, str], images, rates: list[int], recipe: Recipe) -> dict:
-    """Decode every image at every rate with torch (the FP32 reference) and with every runtime of
-    every bundle: PSNR against the original and against the reference, per rate; then the checks."""
+TEACHER_BUNDLE = "teacher-fp32"
+
+
+def verify(teacher, deployed, bundles: dict[str, str], images, rates: list[int], recipe: Recipe) -> dict:
+    """Decode every image at every rate with the teacher and the deployed model in torch (the FP32
+    references) and with every runtime of every bundle, all from the same streams: PSNR against the
+    original, against the bundle's own model in torch and against the teacher, per rate; then the checks."""
     from edgecodec.bundle import open_bundle
     from edgecodec.export.parity import TOLERANCES
     from edgecodec.harness import compare, per_rate
@@ -171,35 +183,48 @@ def verify(loaded, bundles: dict[str, str], images, rates: list[int], recipe: Re
 
     from .evaluate import stream_cases
 
-    cases = stream_cases(loaded, images, rates)
-    reference = create_decoder("torch-cpu", model=loaded)
-    ref_out = {id(c): reference.decode(c.data) for c in cases}
+    cases = stream_cases(teacher, images, rates)  # the teacher's encoder: the student reads the same bytes
+    models = {"teacher": teacher, "deployed": deployed}
+    refs = {role: create_decoder("torch-cpu", model=m) for role, m in models.items()}
+    ref_out = {role: {id(c): d.decode(c.data) for c in cases} for role, d in refs.items()}
     rows, checks = [], []
     keys = ("bpp", "psnr", "psnr_vs_reference")
 
-    def record(label: str, precision: str, runtime: str, decoder, outs: dict):
-        got = compare(cases, lambda c: outs[id(c)], reference=lambda c: ref_out[id(c)])
-        for summary in per_rate(got, keys):
+    def record(label: str, role: str, precision: str, runtime: str, decoder, outs: dict):
+        got = compare(cases, lambda c: outs[id(c)], reference=lambda c: ref_out[role][id(c)])
+        vs_teacher = per_rate(compare(cases, lambda c: outs[id(c)], reference=lambda c: ref_out["teacher"][id(c)]),
+                              ("psnr_vs_reference",))
+        for summary, t in zip(per_rate(got, keys), vs_teacher):
             mine = [r for r in got if r["rate"] == summary["rate"]]
-            rows.append({"bundle": label, "precision": precision, "runtime": runtime, "rate": summary["rate"],
-                         "device": decoder.info.device, "images": len(mine), "bpp": summary["bpp"],
-                         "psnr": summary["psnr"], "psnr_vs_fp32_reference": summary["psnr_vs_reference"],
-                         "max_abs_vs_fp32_reference": max(r["max_abs_vs_reference"] for r in mine)})
+            rows.append({"bundle": label, "model": models[role].name, "role": role, "precision": precision,
+                         "runtime": runtime, "rate": summary["rate"], "device": decoder.info.device,
+                         "images": len(mine), "bpp": summary["bpp"], "psnr": summary["psnr"],
+                         "psnr_vs_fp32_reference": summary["psnr_vs_reference"],
+                         "max_abs_vs_fp32_reference": max(r["max_abs_vs_reference"] for r in mine),
+                         "psnr_vs_teacher": t["psnr_vs_reference"]})
 
-    record("torch", "fp32", "torch-cpu", reference, ref_out)
-    ref_psnr = {r["rate"]: r["psnr"] for r in rows}
+    roles = ["teacher"] + (["deployed"] if deployed is not teacher else [])
+    for role in roles:
+        record("torch", role, "fp32", "torch-cpu", refs[role], ref_out[role])
+    ref_psnr = {(r["role"], r["rate"]): r["psnr"] for r in rows}
+    if deployed is not teacher:
+        gap = max(ref_psnr[("teacher", r)] - ref_psnr[("deployed", r)] for r in rates)
+        checks.append({"check": f"student {deployed.name} (FP32, torch) within {recipe.student_gap_db} dB of "
+                                f"teacher {teacher.name} at every rate", "passed": gap <= recipe.student_gap_db,
+                       "value": round(gap, 3)})
     for label, path in bundles.items():
+        role = "teacher" if label == TEACHER_BUNDLE else "deployed"
         bundle = open_bundle(path)
         precision = bundle.manifest["precision"]
         for runtime, decoder in decoders_for(path, bundle):
             outs = {id(c): decoder.decode(c.data) for c in cases}
             again = decoder.decode(cases[0].data)
-            record(label, precision, runtime, decoder, outs)
+            record(label, role, precision, runtime, decoder, outs)
             checks.append({"check": f"{label} {runtime}: the same stream decodes to the same image twice",
                            "passed": bool(np.array_equal(again, outs[id(cases[0])]))})
             mine = [r for r in rows if r["bundle"] == label and r["runtime"] == runtime]
             if precision == "int8":
-                drop = max(ref_psnr[r["rate"]] - r["psnr"] for r in mine)
+                drop = max(ref_psnr[(role, r["rate"])] - r["psnr"] for r in mine)
                 checks.append({"check": f"{label} {runtime}: PSNR drop against FP32 at most "
                                         f"{recipe.quality_drop_db} dB at every rate", "passed": drop <= recipe.quality_drop_db,
                                "value": round(drop, 3)})
@@ -208,7 +233,28 @@ def verify(loaded, bundles: dict[str, str], images, rates: list[int], recipe: Re
                 tol = TOLERANCES[precision].min_psnr
                 checks.append({"check": f"{label} {runtime}: agrees with torch (PSNR at least {tol} dB)",
                                "passed": worst >= tol, "value": round(worst, 2)})
-    return {"reference": "torch-cpu fp32", "streams": len(cases), "rows": rows, "checks": checks}
+    return {"reference": "torch-cpu fp32 of each bundle's own model", "streams": len(cases), "rows": rows,
+            "checks": checks}
+
+
+def deployed_model(recipe: Recipe, teacher, out: Path):
+    """The model the pipeline deploys: the teacher, a given student, or one distilled now."""
+    from edgecodec.weights import load_model
+
+    if not recipe.student:
+        return teacher
+    if recipe.distill_data:
+        from .distill import DistillRecipe, Distiller, student_config
+
+        distiller = Distiller(teacher, student_config(teacher, recipe.student), recipe.distill_data,
+                              str(out / "distill"), DistillRecipe(steps=recipe.distill_steps))
+        distiller.run(progress=False)
+        return load_model(str(out / "distill" / "student.safetensors"))
+    student = load_model(recipe.student)
+    if student.codec.stream_spec().fingerprint != teacher.codec.stream_spec().fingerprint:
+        raise EdgecodecError(f"student {recipe.student} does not read teacher {recipe.model}'s streams "
+                             f"(fingerprints differ): distil it from that teacher")
+    return student
 
 
 def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
@@ -220,6 +266,7 @@ def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
     from edgecodec.quantize.calibration import sets_from_images, build_sets
 
     from .evaluate import parse_rates
+    from edgecodec.flops import stage_flops
     from edgecodec.imageio import write_text_atomic
     from edgecodec.weights import load_model
 
@@ -227,14 +274,24 @@ def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    loaded = load_model(recipe.model)
-    multiple = loaded.codec.cfg.multiple
+    teacher = load_model(recipe.model)
+    multiple = teacher.codec.cfg.multiple
     sizes = parse_sizes(",".join(recipe.sizes), multiple)
-    rates = parse_rates(recipe.rates, loaded.codec.cfg.num_rates)
+    rates = parse_rates(recipe.rates, teacher.codec.cfg.num_rates)
     images = verification_images(recipe, multiple, sizes)
-    run = Run(total=3 + len(recipe.methods) + 1)
+    distilling = bool(recipe.student and recipe.distill_data)
+    run = Run(total=5 + int(bool(recipe.student)) + len(recipe.methods))
 
     bundles: dict[str, str] = {}
+    if recipe.student:
+        b = run.step("export the teacher FP32", export_bundle, teacher, str(out / TEACHER_BUNDLE), recipe.formats,
+                     "fp32", sizes, say=say)
+        if b is not None:
+            bundles[TEACHER_BUNDLE] = str(b.root)
+    loaded = run.step(f"distil student {recipe.student} from {teacher.name}" if distilling
+                      else "load the deployed model", deployed_model, recipe, teacher, out)
+    if loaded is None:
+        loaded = teacher
     fp32 = run.step("export FP32", export_bundle, loaded, str(out / "fp32"), recipe.formats, "fp32", sizes,
                     say=say)
     if fp32 is not None:
@@ -258,8 +315,8 @@ def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
         if b is not None:
             bundles[f"int8-{method}"] = str(b.root)
             quant[f"int8-{method}"] = _quantization_summary(b.manifest)
-    quality = run.step("verify quality and runtime agreement", verify, loaded, bundles, images, rates, recipe) \
-        if bundles else None
+    quality = run.step("verify quality and runtime agreement", verify, teacher, loaded, bundles, images, rates,
+                       recipe) if bundles else None
     bench = None
     if bundles:
         config = BenchConfig(bundle=list(bundles.values()), runtimes=recipe.runtimes, runs=recipe.bench_runs,
@@ -275,6 +332,9 @@ def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
         "recipe": recipe.to_json(),
         "model": {"name": loaded.name, "source": loaded.source, "trained": loaded.trained,
                   "fingerprint": loaded.codec.stream_spec().fingerprint.hex()},
+        "teacher": {"name": teacher.name, "source": teacher.source, "trained": teacher.trained},
+        "gflops": {role: {k: v / 1e9 for k, v in stage_flops(m.codec.cfg, *sizes[0]).items()}
+                   for role, m in (("teacher", teacher), ("deployed", loaded))},
         "machine": machine_info(),
         "sizes": [list(s) for s in sizes],
         "images": [{"name": n, "size": list(rgb.shape[:2])} for n, rgb in images],
@@ -317,16 +377,19 @@ def to_markdown(report: dict) -> str:
     lines += [f"| {s['step']} | {s['status']}{': ' + s['error'] if s.get('error') else ''} | {s['seconds']:.1f} |"
               for s in report["steps"]]
     if report.get("quality"):
+        lines += side_by_side(report)
         lines += ["", "## Quality", "",
-                  "Every image encoded at every rate, decoded by torch (the FP32 reference) and by each runtime of "
-                  "each bundle. PSNR against the original; \"vs FP32\" is the PSNR between this decoder's image "
-                  "and the reference's; max |diff| is in 8-bit levels.", "",
-                  "| bundle | runtime | rate | bpp | PSNR dB | drop vs FP32 dB | vs FP32 dB | max diff |",
-                  "|---|---|--:|--:|--:|--:|--:|--:|"]
-        ref = {r["rate"]: r["psnr"] for r in report["quality"]["rows"] if r["bundle"] == "torch"}
+                  "Every image encoded at every rate by the teacher's encoder (the student reads the same streams), "
+                  "decoded by torch (each model's FP32 reference) and by each runtime of each bundle. PSNR against "
+                  "the original; \"vs FP32\" is the PSNR against the bundle's own model in torch, \"vs teacher\" "
+                  "against the teacher in torch; max |diff| is in 8-bit levels.", "",
+                  "| bundle | model | runtime | rate | bpp | PSNR dB | drop vs FP32 dB | vs FP32 dB | vs teacher dB | max diff |",
+                  "|---|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+        ref = {(r["role"], r["rate"]): r["psnr"] for r in report["quality"]["rows"] if r["bundle"] == "torch"}
         for r in report["quality"]["rows"]:
-            lines.append(f"| {r['bundle']} | {r['runtime']} | {r['rate']} | {r['bpp']:.4f} | {r['psnr']:.2f} | "
-                         f"{ref[r['rate']] - r['psnr']:+.2f} | {r['psnr_vs_fp32_reference']:.1f} | "
+            lines.append(f"| {r['bundle']} | {r['model']} | {r['runtime']} | {r['rate']} | {r['bpp']:.4f} | "
+                         f"{r['psnr']:.2f} | {ref[(r['role'], r['rate'])] - r['psnr']:+.2f} | "
+                         f"{r['psnr_vs_fp32_reference']:.1f} | {r['psnr_vs_teacher']:.1f} | "
                          f"{r['max_abs_vs_fp32_reference']} |")
     if report.get("quantization"):
         lines += ["", "## INT8 bundles", "", "| bundle | method | calibration items | INT8 layers | "
@@ -343,4 +406,45 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Recipe", "run_pipeline", "to_markdown", "verify"]
+def side_by_side(report: dict) -> list[str]:
+    """Teacher FP32, deployed FP32 and deployed INT8 per rate (PSNR vs the original, and vs the teacher),
+    then GFLOPs per stage; INT8 is the best INT8 bundle on the OpenVINO CPU runtime where it ran."""
+    rows = report["quality"]["rows"]
+    rates = sorted({r["rate"] for r in rows})
+
+    def pick(**want):
+        found = [r for r in rows if all(r.get(k) == v for k, v in want.items())]
+        return {r["rate"]: r for r in found}
+
+    columns = [("teacher FP32 (torch)", pick(role="teacher", bundle="torch"))]
+    if report["model"]["name"] != report["teacher"]["name"]:
+        columns.append((f"{report['model']['name']} FP32 (torch)", pick(role="deployed", bundle="torch")))
+    int8 = sorted({r["bundle"] for r in rows if r["precision"] == "int8"})
+    if int8:
+        best = max(int8, key=lambda b: sum(r["psnr"] for r in rows if r["bundle"] == b))
+        runtime = "openvino-cpu" if pick(bundle=best, runtime="openvino-cpu") else \
+            next(r["runtime"] for r in rows if r["bundle"] == best)
+        columns.append((f"{report['model']['name']} {best} ({runtime})", pick(bundle=best, runtime=runtime)))
+    lines = ["", "## Teacher and deployed decoder side by side", "",
+             "PSNR against the original (dB); in brackets, against the teacher's own decode.", "",
+             "| rate | bpp | " + " | ".join(name for name, _ in columns) + " |",
+             "|--:|--:|" + "--:|" * len(columns)]
+    for rate in rates:
+        cells = [f"{col[rate]['psnr']:.2f} ({min(col[rate]['psnr_vs_teacher'], 99.9):.1f})" if rate in col else "–"
+                 for _, col in columns]
+        lines.append(f"| {rate} | {columns[0][1][rate]['bpp']:.4f} | " + " | ".join(cells) + " |")
+    gf = report.get("gflops") or {}
+    if gf:
+        stages = list(dict.fromkeys(k for g in gf.values() for k in g))
+        h, w = report["sizes"][0]
+        lines += ["", f"GFLOPs per decode at {h}x{w}:", "", "| model | " + " | ".join(stages) + " |",
+                  "|---|" + "--:|" * len(stages)]
+        names = {"teacher": report["teacher"]["name"], "deployed": report["model"]["name"]}
+        for role, g in gf.items():
+            if role == "deployed" and names["deployed"] == names["teacher"]:
+                continue
+            lines.append(f"| {names[role]} | " + " | ".join(f"{g.get(k, 0.0):.2f}" for k in stages) + " |")
+    return lines
+
+
+__all__ = ["Recipe", "run_pipeline", "side_by_side", "to_markdown", "verify"]
