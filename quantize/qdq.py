@@ -112,6 +112,10 @@ def signed_activations(model) -> int:
         inits[zp_name].CopyFrom(numpy_helper.from_array(zero, zp_name))
         done.add(zp_name)
         changed += 1
+    # shape inference cached the old UINT8 types of those quantizers' tensors (ReLU-fed layers, which
+    # NNCF quantizes unsigned) in value_info; the cache is optional, so drop it and let it be re-inferred
+    if changed:
+        del model.graph.value_info[:]
     return changed
 
 
