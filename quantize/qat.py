@@ -193,13 +193,14 @@ def export_onnx(student, codec, height: int, width: int, path: Path) -> None:
 
     from edgecodec.export.onnx_export import trace_onnx
 
-    from .qdq import fold_weight_quantizers
+    from .qdq import fold_weight_quantizers, signed_activations
 
     for module in student.modules():
         if isinstance(module, BaseQuantizer):
             module.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
     model = trace_onnx(student.eval(), codec, height, width, path)
     fold_weight_quantizers(model)
+    signed_activations(model)  # ReLU-fed quantizers train unsigned; TensorRT wants INT8 (as PTQ's graph)
     onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
 

@@ -96,22 +96,26 @@ def signed_activations(model) -> int:
 
     inits = _constants(model)
     changed = 0
-    done: set[str] = set()
+    done: set[str] = set()  # zero points made INT8
+    scaled: set[str] = set()  # scales widened (a torch export gives Q and DQ a Constant each)
     for n in model.graph.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(n.input) < 3:
             continue
         zp_name, scale_name = n.input[2], n.input[1]
-        if zp_name in done or zp_name not in inits or scale_name not in inits:
+        if zp_name not in inits or scale_name not in inits:
             continue
         zp = inits[zp_name]
-        if zp.data_type != onnx.TensorProto.UINT8 or np.any(numpy_helper.to_array(zp) != 0):
-            continue
-        scale = numpy_helper.to_array(inits[scale_name]).astype(np.float32) * np.float32(255.0 / 127.0)
-        inits[scale_name].CopyFrom(numpy_helper.from_array(scale, scale_name))
-        zero = np.zeros(numpy_helper.to_array(zp).shape, np.int8)
-        inits[zp_name].CopyFrom(numpy_helper.from_array(zero, zp_name))
-        done.add(zp_name)
-        changed += 1
+        if zp_name not in done:
+            if zp.data_type != onnx.TensorProto.UINT8 or np.any(numpy_helper.to_array(zp) != 0):
+                continue
+            zero = np.zeros(numpy_helper.to_array(zp).shape, np.int8)
+            inits[zp_name].CopyFrom(numpy_helper.from_array(zero, zp_name))
+            done.add(zp_name)
+            changed += 1
+        if scale_name not in scaled:
+            scale = numpy_helper.to_array(inits[scale_name]).astype(np.float32) * np.float32(255.0 / 127.0)
+            inits[scale_name].CopyFrom(numpy_helper.from_array(scale, scale_name))
+            scaled.add(scale_name)
     # shape inference cached the old UINT8 types of those quantizers' tensors (ReLU-fed layers, which
     # NNCF quantizes unsigned) in value_info; the cache is optional, so drop it and let it be re-inferred
     if changed:

@@ -279,6 +279,33 @@ def test_qdq_rewrites_keep_the_computation():
     assert np.abs(run(model) - before).max() < 0.05  # same range, half the steps
 
 
+def test_signed_activations_with_separate_scale_constants():
+    """A torch export gives Q and DQ a Constant each for the scale, and may share the zero point: both
+    scales must widen, or Q and DQ disagree by 255/127 (seen on QAT of a ReLU student: -2.2 dB)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgecodec.quantize.qdq import qdq_report, signed_activations
+
+    def const(name, value):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), const("qs", np.float32(2 / 255)), const("ds", np.float32(2 / 255)),
+             const("z", np.uint8(0)),
+             helper.make_node("QuantizeLinear", ["r", "qs", "z"], ["rq"]),
+             helper.make_node("DequantizeLinear", ["rq", "ds", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.linspace(-1, 2, 8, dtype=np.float32)[None]
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(  # noqa
+        None, {"x": x})[0]
+    before = run(model)
+    assert signed_activations(model) == 1 and qdq_report(model)["tensorrt_ready"]
+    assert np.abs(run(model) - before).max() <= 2 / 127  # one INT8 step of the same range
+
+
 def test_quantize_cli_errors(calib_dir, tmp_path, capsys):
     import argparse
 
