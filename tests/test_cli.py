@@ -129,3 +129,19 @@ def test_demo_writes_streams_images_and_eval(tmp_path, capsys):
         size = (out / "streams" / f"{row['name']}_r{row['rate']}.edc").stat().st_size
         assert row["bytes"] == size and row["bpp"] == size * 8 / (640 * 427)
     assert len(list((out / "decoded").iterdir())) == 4
+
+
+def test_models_lists_every_named_model_with_the_flop_counter(capsys):
+    from edgecodec.flops import stage_flops
+    from edgecodec.zoo import named_configs
+
+    assert main(["models", "--json", "--size", "512x768"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(named_configs()) >= {"tiny", "diffo", "tiny-edge", "diffo-edge"}
+    for name in ("tiny", "diffo"):
+        counted = stage_flops(named_configs()[name], 512, 768)
+        assert rows[name]["gflops"] == {k: v / 1e9 for k, v in counted.items()}
+        assert rows[name]["family"] == "diffo"
+    assert rows["tiny"]["trained_weights_ship"] and rows["tiny-edge"]["trained_weights_ship"]
+    assert rows["tiny-edge"]["fingerprint"] == rows["tiny"]["fingerprint"]
+    assert rows["diffo-edge"]["fingerprint"] == rows["diffo"]["fingerprint"]  # a student adopts its teacher's code
