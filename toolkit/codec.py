@@ -41,7 +41,7 @@ class Codec(CodecModel):
         self.latent_vq = Autoencoder(cfg.latent, code_channels=cfg.code_dim)
         self.latent_vq.quantize = ResidualVQ(cfg.codebook_size, cfg.code_dim, cfg.residual_stages)
         self.denoiser = SwinUNet(cfg.denoiser, cfg.latent_channels, cfg.code_dim)
-        self.rates = rate_table(cfg.rate.sigma_max, cfg.rate.decay, cfg.num_rates)
+        self.rates = rate_table(cfg.rate.sigma_max, cfg.rate.decay, cfg.num_rates, cfg.rate.t_max)
 
     @property
     def quantizer(self) -> ResidualVQ:
@@ -64,18 +64,34 @@ class Codec(CodecModel):
     def denoise(self, z_base, code, noise, sigma, input_scale, emb) -> torch.Tensor:
         """The one denoiser call; sigma and input_scale are (B,) tensors (a batch may mix rates),
         emb the time embedding of each sample's t(r)."""
+        return self._denoise(z_base, code, noise, sigma, input_scale, emb)["x0"]
+
+    def _denoise(self, z_base, code, noise, sigma, input_scale, emb) -> dict[str, torch.Tensor]:
         col = lambda v: v.view(-1, 1, 1, 1)  # noqa: E731
-        x_t = (z_base + col(sigma) * noise) * col(input_scale)
-        x0 = self.denoiser(x_t, emb, code)
-        return z_base + x0 if self.cfg.denoiser.residual else x0
+        x_t = z_base + col(sigma) * noise  # DiffO's prior sample x_T = z_base + kappa*sqrt(eta_T)*eps
+        denoiser_input = x_t * col(input_scale)
+        x0 = self.denoiser(denoiser_input, emb, code)
+        return {"x_t": x_t, "denoiser_input": denoiser_input,
+                "x0": z_base + x0 if self.cfg.denoiser.residual else x0}
 
     def render(self, z: torch.Tensor) -> torch.Tensor:
         """Pixel decoder; maps [-1, 1] to a [0, 1] image."""
-        return ((self.pixel_vq.decode(z) + 1.0) * 0.5).clamp(0.0, 1.0)
+        return self.to_unit(self.pixel_vq.decode(z))
+
+    @staticmethod
+    def to_unit(image_raw: torch.Tensor) -> torch.Tensor:
+        return ((image_raw + 1.0) * 0.5).clamp(0.0, 1.0)
 
     def decode_code(self, code, noise, sigma, input_scale, emb) -> torch.Tensor:
+        return self.intermediates(code, noise, sigma, input_scale, emb)["image"]
+
+    def intermediates(self, code, noise, sigma, input_scale, emb) -> dict[str, torch.Tensor]:
+        """Every intermediate of the decode after the codebook lookup (what `edgecodec trace` saves)."""
         z_base = self.latent_vq.decode(code)
-        return self.render(self.denoise(z_base, code, noise, sigma, input_scale, emb))
+        out = {"code": code, "z_base": z_base, **self._denoise(z_base, code, noise, sigma, input_scale, emb)}
+        out["image_raw"] = self.pixel_vq.decode(out["x0"])
+        out["image"] = self.to_unit(out["image_raw"])
+        return out
 
     def decode_without_denoiser(self, indices: torch.Tensor) -> torch.Tensor:
         """Ablation: the dequantized latent straight through the pixel decoder."""

@@ -46,6 +46,7 @@ class DenoiserConfig:
     # False: predict x0 directly (DiffO). True: predict x0 - z_base, which a small model trained
     # briefly on a CPU learns far more easily; the output conv then starts at zero.
     residual: bool = False
+    middle_window: int | None = None  # the middle block's window; None: the last level's (DiffO's rule differs)
 
     @property
     def multiple(self) -> int:
@@ -53,7 +54,11 @@ class DenoiserConfig:
         m = 1
         for level, ws in enumerate(self.window_sizes):
             m = max(m, ws * 2**level)
-        return m
+        return max(m, self.window_of_middle * 2 ** (len(self.window_sizes) - 1))
+
+    @property
+    def window_of_middle(self) -> int:
+        return self.window_sizes[-1] if self.middle_window is None else self.middle_window
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class RateConfig:
 
     sigma_max: float
     decay: float
+    t_max: float = 1.0  # the timestep of rate 0 (DiffO's T - 1); t(r) = t_max * sigma(r) / sigma_max
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,8 @@ class SwinUNet(nn.Module):
         mc, g = cfg.model_channels, cfg.norm_groups
         emb = mc * 4
         heads = cfg.swin_embed_dim // cfg.swin_head_channels
-        swin = lambda ch, level: SwinLayer(ch, cfg.swin_embed_dim, heads, cfg.window_sizes[level],  # noqa: E731
-                                           cfg.swin_depth, cfg.mlp_ratio, g)
+        swin = lambda ch, ws: SwinLayer(ch, cfg.swin_embed_dim, heads, ws, cfg.swin_depth,  # noqa: E731
+                                        cfg.mlp_ratio, g)
         self.model_channels = mc
         self.time_embed = nn.Sequential(nn.Linear(mc, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.conv_in_extended = nn.Conv2d(code_channels, cfg.cond_channels, 3, padding=1)
@@ -94,14 +94,15 @@ class SwinUNet(nn.Module):
                 layers = [ResBlock(ch, mc * mult, emb, g)]
                 ch = mc * mult
                 if i == 0:
-                    layers.append(swin(ch, level))
+                    layers.append(swin(ch, cfg.window_sizes[level]))
                 self.input_blocks.append(EmbedSequential(*layers))
                 skip_chans.append(ch)
             if level != last:
                 self.input_blocks.append(EmbedSequential(Downsample(ch)))
                 skip_chans.append(ch)
 
-        self.middle_block = EmbedSequential(ResBlock(ch, ch, emb, g), swin(ch, last), ResBlock(ch, ch, emb, g))
+        self.middle_block = EmbedSequential(ResBlock(ch, ch, emb, g), swin(ch, cfg.window_of_middle),
+                                           ResBlock(ch, ch, emb, g))
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
@@ -109,7 +110,7 @@ class SwinUNet(nn.Module):
                 layers = [ResBlock(ch + skip_chans.pop(), mc * mult, emb, g)]
                 ch = mc * mult
                 if i == 0:
-                    layers.append(swin(ch, level))
+                    layers.append(swin(ch, cfg.window_sizes[level]))
                 if level and i == cfg.num_res_blocks:
                     layers.append(Upsample(ch))
                 self.output_blocks.append(EmbedSequential(*layers))

@@ -148,7 +148,7 @@ class EdgeStudent(CodecModel):
         self.pixel_vq = _EncodeHalf(t.pixel)
         self.latent_vq = _EncodeHalf(t.latent, code_channels=t.code_dim)
         self.latent_vq.quantize = ResidualVQ(t.codebook_size, t.code_dim, t.residual_stages)
-        self.rates = rate_table(t.rate.sigma_max, t.rate.decay, cfg.num_rates)
+        self.rates = rate_table(t.rate.sigma_max, t.rate.decay, cfg.num_rates, t.rate.t_max)
         self.rate_bias = nn.Parameter(torch.zeros(cfg.num_rates, cfg.head_channels))
         self.head = _Head(cfg)
         self.upsampler = _Upsampler(cfg)

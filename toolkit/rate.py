@@ -3,7 +3,8 @@
 The rule (documented in the README): for rate index r (0 = lowest bpp),
 
     sigma(r)      = sigma_max * decay**r          noise std added to the dequantized latent
-    t(r)          = sigma(r) / sigma_max           timestep fed to the denoiser's time embedding
+    t(r)          = t_max * sigma(r) / sigma_max   timestep fed to the denoiser's time embedding
+                                                   (t_max = 1; an imported DiffO model: its T - 1)
     input_scale(r) = 1 / sqrt(sigma(r)**2 + 1)     ResShift's input normalisation
 
 so coarser codes get stronger noise and a later timestep (more denoising), finer codes milder
@@ -26,11 +27,11 @@ class RatePoint:
     input_scale: float
 
 
-def rate_table(sigma_max: float, decay: float, num_rates: int) -> list[RatePoint]:
+def rate_table(sigma_max: float, decay: float, num_rates: int, t_max: float = 1.0) -> list[RatePoint]:
     points = []
     for r in range(num_rates):
         sigma = sigma_max * decay**r
-        points.append(RatePoint(r, sigma, sigma / sigma_max, 1.0 / math.sqrt(sigma * sigma + 1.0)))
+        points.append(RatePoint(r, sigma, t_max * sigma / sigma_max, 1.0 / math.sqrt(sigma * sigma + 1.0)))
     return points
 
 

@@ -92,6 +92,14 @@ class CodecModel(nn.Module):
         values = {k: v[rate:rate + 1] for k, v in self.rate_constants().items()}
         return self.decode_code(code, noise, **values)
 
+    def trace(self, indices: torch.Tensor, noise: torch.Tensor, rate: int) -> dict[str, torch.Tensor]:
+        """The intermediates of one eager decode, by name (`edgecodec trace`); a family with named stages
+        implements `intermediates(code, noise, **rate_values) -> dict` with an "image" entry."""
+        code = self.quantizer.dequantize(indices)
+        values = {k: v[rate:rate + 1] for k, v in self.rate_constants().items()}
+        named = getattr(self, "intermediates", None)
+        return named(code, noise, **values) if named else {"code": code, "image": self.decode_code(code, noise, **values)}
+
     def decode_side_parameters(self) -> int:
         return sum(p.numel() for m in self.decode_side_modules() for p in m.parameters())
 

@@ -202,6 +202,87 @@ def cmd_distill(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from edgecodec.weights import save_codec
+
+    from .diffo_import import import_diffo
+
+    name = Path(args.output).stem
+    loaded, report = import_diffo(args.config, args.unet, args.latent_vq, args.pixel_vq, name,
+                                  prior_images=args.prior_images, say=_say)
+    save_codec(loaded.codec, args.output, {"edgecodec.imported_from": "DiffO", "edgecodec.trained": "true",
+                                           "edgecodec.import": json.dumps(report)})
+    point = report["operating_point"]
+    print(f"imported {report['loaded_tensors']} tensors; ignored: "
+          + (", ".join(f"{n} {why}" for why, n in report["ignored"].items()) or "nothing"))
+    print(f"one rate: sigma {point['sigma']:.7g}, t {point['timestep']}, input / {point['input_std']:.7g}; "
+          f"windows {report['window_sizes']} (middle {report['middle_window']}); images padded to multiples of "
+          f"{report['image_multiple']}; prior {report['prior']}")
+    print(f"model written to {args.output} (fingerprint {loaded.codec.stream_spec().fingerprint.hex()})")
+    return 0
+
+
+def cmd_trace(args) -> int:
+    import numpy as np
+    import torch
+
+    from edgecodec import bitstream
+    from edgecodec.frames import to_image
+    from edgecodec.imageio import write_bytes_atomic
+    from edgecodec.noise import portable_noise
+    from edgecodec.weights import load_model
+
+    codec = load_model(args.model).codec.eval()
+    spec = codec.stream_spec()
+    if (args.stream is None) == (args.indices is None):
+        raise EdgecodecError("trace wants exactly one of --stream FILE.edc and --indices FILE.npy")
+    if args.stream is not None:
+        parsed = bitstream.parse(_read_bytes(args.stream), spec)
+        indices, rate, seed = parsed.indices, parsed.rate, parsed.header.seed
+        height, width = parsed.header.height, parsed.header.width
+    else:
+        indices = _load_npy(args.indices, np.int64)
+        if indices.ndim == 3:
+            indices = indices[:, None]
+        if indices.ndim != 4 or indices.shape[0] != 1:
+            raise EdgecodecError(f"--indices {args.indices}: shape {indices.shape}, want (1,h,w) or (1,S,h,w)")
+        rate = indices.shape[1] - 1 if args.rate is None else args.rate
+        if not 0 <= rate < spec.num_rates or indices.shape[1] < rate + 1:
+            raise EdgecodecError(f"rate {rate} does not fit {indices.shape[1]} index stage(s) of model "
+                                 f"{spec.model} (rates 0..{spec.num_rates - 1})")
+        if indices.min() < 0 or indices.max() >= spec.codebook_size:
+            raise EdgecodecError(f"--indices {args.indices}: values outside 0..{spec.codebook_size - 1}")
+        indices, seed = indices[:, : rate + 1], 0
+        height, width = indices.shape[2] * spec.downsample, indices.shape[3] * spec.downsample
+    shape = (1, spec.latent_channels) + indices.shape[2:]
+    noise = portable_noise(seed, shape) if args.noise is None else _load_npy(args.noise, np.float32)
+    if noise.shape != shape:
+        raise EdgecodecError(f"--noise {args.noise}: shape {noise.shape}, want {shape}")
+    with torch.no_grad():
+        stages = codec.trace(torch.from_numpy(indices), torch.from_numpy(noise), rate)
+    out = {"indices": indices, "noise": noise, **{k: v.numpy() for k, v in stages.items() if k != "image"}}
+    out["image"] = to_image(stages["image"].numpy(), height, width)
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **out)
+    write_bytes_atomic(args.output, buffer.getvalue())
+    print(f"{args.output}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in out.items()))
+    return 0
+
+
+def _load_npy(path: str, dtype):
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise EdgecodecError(f"{path}: not a readable .npy file ({exc.__class__.__name__})") from None
+    if not np.can_cast(arr.dtype, dtype, casting="same_kind"):
+        raise EdgecodecError(f"{path}: dtype {arr.dtype}, want {np.dtype(dtype).name}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
 def cmd_export(args) -> int:
     from edgecodec.export.exporter import export_bundle, parse_sizes
 
@@ -334,6 +415,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", default="all")
     _decoding(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("import", help="import a published codec's checkpoints as an edgecodec model file")
+    which = p.add_subparsers(dest="family", required=True, metavar="FAMILY")
+    q = which.add_parser("diffo", help="DiffO: config.yaml + ema_model.pth + vq_model.pth.tar + GT_vq_model.pth.tar",
+                         description="Read DiffO's config file and its trainer's three checkpoints strictly into an "
+                                     "edgecodec model file (encoder and decoder); sizes, windows and the one-step "
+                                     "operating point come from the config.")
+    q.add_argument("--config", required=True, help="DiffO's config.yaml")
+    q.add_argument("--unet", required=True, help="ema_model_*.pth (the UNet's state_dict)")
+    q.add_argument("--latent-vq", required=True, help="vq_model_*.pth.tar (the latent VQ autoencoder)")
+    q.add_argument("--pixel-vq", required=True, help="GT_vq_model_*.pth.tar (the GT VQGAN)")
+    q.add_argument("--prior-images", default=None,
+                   help="folder of images whose index histogram becomes the entropy prior (default uniform)")
+    q.add_argument("-o", "--output", required=True, help="the model file to write (.safetensors)")
+    q.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("trace", help="run the torch decoder stage by stage and save every intermediate (.npz)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name or .safetensors path (default tiny)")
+    p.add_argument("--stream", default=None, help=".edc stream to trace")
+    p.add_argument("--indices", default=None, help="(1,h,w) or (1,S,h,w) int64 .npy instead of a stream")
+    p.add_argument("--noise", default=None, help="(1,C,h,w) float32 .npy replacing the portable noise")
+    p.add_argument("--rate", type=int, default=None, help="with --indices: the rate (default: every stage given)")
+    p.add_argument("-o", "--output", required=True, help="the .npz to write")
+    p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("export", help="export the decoder to ONNX / OpenVINO IR in a verified bundle")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model name or .safetensors path (default tiny)")
