@@ -118,3 +118,17 @@ def test_portrait_sizes_decode(imported, tmp_path):
                  str(tmp_path / "t.npz")]) == 0
     trace = np.load(tmp_path / "t.npz")
     assert trace["image"].shape == (1024, 512, 3) and np.isfinite(trace["image_raw"]).all()
+
+
+def test_prior_images_give_a_counted_prior(tmp_path):
+    from edgecodec.imageio import sample_images, save_png
+    from edgecodec.weights import load_model
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, rgb in sample_images().items():
+        save_png(photos / f"{name}.png", np.ascontiguousarray(rgb[:400, :600]))
+    assert _import(tmp_path / "m.safetensors", extra=("--prior-images", str(photos))) == 0
+    prior = load_model(str(tmp_path / "m.safetensors")).codec.quantizer.prior
+    counted = int(prior.sum()) - prior.numel()  # +1 smoothing per code
+    assert counted == 2 * (512 // 16) * (1024 // 16)  # every index of both padded photos
