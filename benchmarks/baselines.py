@@ -16,6 +16,8 @@ from PIL import Image
 from edgecodec.metrics import bpp, psnr
 
 QUALITY_RANGE = {"jpeg": (1, 100), "webp": (0, 100)}
+# quality settings for a rate-distortion curve in the range these codecs reach near our bpp
+RD_QUALITIES = {"jpeg": (1, 2, 3, 5, 8), "webp": (0, 2, 5, 10)}
 
 
 class RDCurve:
@@ -27,16 +29,19 @@ class RDCurve:
 
     def at(self, quality: int) -> tuple[float, float]:
         if quality not in self._points:
-            buf = io.BytesIO()
-            img = Image.fromarray(self.rgb)
-            if self.fmt == "jpeg":
-                img.save(buf, format="JPEG", quality=quality, optimize=True)
-            else:
-                img.save(buf, format="WEBP", quality=quality)
-            data = buf.getvalue()
-            dec = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            data, dec = self.code(quality)
             self._points[quality] = (bpp(len(data), *self.rgb.shape[:2]), psnr(self.rgb, dec))
         return self._points[quality]
+
+    def code(self, quality: int) -> tuple[bytes, np.ndarray]:
+        buf = io.BytesIO()
+        img = Image.fromarray(self.rgb)
+        if self.fmt == "jpeg":
+            img.save(buf, format="JPEG", quality=quality, optimize=True)
+        else:
+            img.save(buf, format="WEBP", quality=quality)
+        data = buf.getvalue()
+        return data, np.array(Image.open(io.BytesIO(data)).convert("RGB"))
 
     def bpp_to_reach(self, target_psnr: float) -> tuple[float, bool]:
         """(bpp, at_floor): the smallest quality reaching the target, or the lowest quality."""
@@ -64,4 +69,19 @@ def compare(images: dict[str, np.ndarray], rows: list[dict]) -> list[dict]:
             entry[f"{fmt}_bpp"] = float(np.mean([b for b, _ in found]))
             entry[f"{fmt}_at_floor"] = sum(1 for _, f in found if f)
         out.append(entry)
+    return out
+
+
+def rd_points(images: dict[str, np.ndarray], fmt: str, qualities=None) -> list[dict]:
+    """The codec's rate-distortion curve on these images: per quality setting, mean bpp, PSNR, MS-SSIM."""
+    from edgecodec.metrics import mean_or_none, ms_ssim
+
+    out = []
+    for q in qualities or RD_QUALITIES[fmt]:
+        rows = []
+        for rgb in images.values():
+            data, dec = RDCurve(rgb, fmt).code(q)
+            rows.append((bpp(len(data), *rgb.shape[:2]), psnr(rgb, dec), ms_ssim(rgb, dec)))
+        out.append({"quality": q, "bpp": float(np.mean([r[0] for r in rows])),
+                    "psnr": mean_or_none(r[1] for r in rows), "ms_ssim": mean_or_none(r[2] for r in rows)})
     return out

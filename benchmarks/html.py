@@ -154,7 +154,7 @@ def to_html(report: dict) -> str:
                   "<h2>Stage medians</h2>", stage_chart(ok, several)]
     else:
         parts.append("<p>No runtime produced a latency.</p>")
-    parts += ["<h2>Latency table</h2>", table_html(report)]
+    parts += ["<h2>Latency table</h2>", f'<div style="overflow-x:auto">{table_html(report)}</div>']
     if failed:
         parts += ["<h2>Runtimes that did not run</h2>", "<ul>"]
         parts += [f"<li><b>{escape(str(r['runtime']))}</b> {escape(size_label(r))}: {escape(str(r['error']))}</li>"

@@ -45,8 +45,11 @@ def test_eval_json_schema(tmp_path, photo, capsys):
     save_png(folder / "big.png", photo)
     save_png(folder / "small.png", photo[:100, :120])
     out = tmp_path / "eval.json"
-    assert main(["eval", str(folder), "--rate", "all", "--json", str(out)]) == 0
+    assert main(["eval", str(folder), "--rate", "all", "--json", str(out), "--html", str(tmp_path / "rd.html")]) == 0
     res = json.loads(out.read_text())
+    html = (tmp_path / "rd.html").read_text()
+    assert 'id="eval-rd-psnr"' in html and 'id="eval-rd-msssim"' in html and "JPEG (Pillow)" in html
+    assert {r["quality"] for r in res["rd_baselines"]["webp"]} and res["rd_baselines"]["jpeg"][0]["bpp"] > 0
     assert set(res["mean"]) == {"bpp", "psnr", "ms_ssim"}
     assert len(res["images"]) == 2 * 4
     for row in res["images"]:

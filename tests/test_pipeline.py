@@ -39,7 +39,7 @@ def run(tmp_path_factory):
 def test_pipeline_runs_every_step(run):
     rc, out, report = run
     assert [s["status"] for s in report["steps"]] == ["ok"] * len(report["steps"]), report["steps"]
-    assert [s["step"] for s in report["steps"]][0] == "export the teacher FP32" and len(report["steps"]) == 8
+    assert [s["step"] for s in report["steps"]][0] == "export the teacher FP32" and len(report["steps"]) == 9
     assert set(report["bundles"]) == {"teacher-fp32", "fp32", "int8-ptq", "int8-qat"}
     for label in report["bundles"]:
         manifest = json.loads((out / label / "manifest.json").read_text())
@@ -92,6 +92,43 @@ def test_pipeline_benches_int8_beside_fp32(run):
     md = (out / "report.md").read_text()
     assert "## Quality" in md and "## Latency" in md and "×fp32" in md and "int8-qat" in md
     assert "side by side" in md and "teacher FP32 (torch)" in md and "tiny-edge FP32 (torch)" in md
+
+
+def test_report_html_renders_again_byte_for_byte(run, tmp_path):
+    _, out, _ = run
+    assert main(["report", str(out), "-o", str(tmp_path / "again.html")]) == 0
+    assert (tmp_path / "again.html").read_bytes() == (out / "report.html").read_bytes()
+    html = (out / "report.html").read_text()
+    for chart in ("pipeline-rd-psnr", "pareto", "latency-log", "memory", "gflops"):
+        assert f'id="{chart}"' in html, chart
+    assert "No MS-SSIM: it needs images of at least 161 pixels" in html  # 128x192 here; the README run has it
+    assert "JPEG (Pillow)" in html and "WEBP (Pillow)" in html and "<script" not in html
+
+
+def test_report_html_in_a_real_browser(run, tmp_path):
+    """Headless Chromium: every chart is laid out with a size, and nothing is wider than the window."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    _, out, _ = run
+    probe = """<script>
+    const charts = [...document.querySelectorAll('svg.chart')].map(s => s.getBoundingClientRect().width);
+    document.title = JSON.stringify({width: document.documentElement.scrollWidth, window: window.innerWidth,
+                                     charts: charts.length, empty: charts.filter(w => w < 100).length});
+    </script></body>"""
+    page = tmp_path / "probe.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", probe))
+    res = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1024,800", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=120)
+    title = res.stdout.split("<title>", 1)[1].split("</title>", 1)[0]
+    seen = json.loads(title)
+    assert seen["charts"] >= 5 and seen["empty"] == 0, seen  # RD, Pareto, latency, memory, compute
+    assert seen["width"] <= seen["window"], seen  # wide tables scroll in their own box
 
 
 @pytest.mark.parametrize("text, message", [

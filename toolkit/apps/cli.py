@@ -124,7 +124,15 @@ def cmd_eval(args) -> int:
         from edgecodec.benchmarks.baselines import compare
 
         result["baselines"] = compare(dict(images), result["images"])
+    if args.html:
+        from edgecodec.benchmarks.baselines import rd_points
+
+        from .report_html import eval_to_html
+
+        result["rd_baselines"] = {fmt: rd_points(dict(images), fmt) for fmt in ("jpeg", "webp")}
     write_text_atomic(args.json, json.dumps(result, indent=2))
+    if args.html:
+        write_text_atomic(args.html, eval_to_html(json.loads(json.dumps(result)), result["rd_baselines"]))
     _print_summary(result)
     return 0
 
@@ -343,6 +351,27 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from edgecodec.imageio import write_text_atomic
+
+    from .report_html import to_html
+
+    path = Path(args.run_dir) / "report.json"
+    try:
+        report = json.loads(_read_bytes(str(path)))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgecodecError(f"{path} is not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(report, dict) or report.get("schema") != "edgecodec-pipeline/1":
+        raise EdgecodecError(f"{path} is not an edgecodec pipeline report")
+    out = args.output or str(Path(args.run_dir) / "report.html")
+    try:
+        write_text_atomic(out, to_html(report))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EdgecodecError(f"{path} lacks what the page needs ({exc.__class__.__name__}: {exc})") from None
+    print(f"report written to {out}")
+    return 0
+
+
 def cmd_devices(args) -> int:
     from edgecodec.runtimes import BACKENDS, probe
 
@@ -406,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", required=True, help="where to write the results")
     p.add_argument("--ablation", action="store_true", help="also decode without the denoiser (torch)")
     p.add_argument("--baselines", action="store_true", help="also find the bpp JPEG and WebP need for our PSNR")
+    p.add_argument("--html", default=None, metavar="OUT.html",
+                   help="also write a page with the rate-distortion charts (JPEG and WebP on the same images)")
     _decoding(p)
     _max_pixels(p)
     p.set_defaults(func=cmd_eval)
@@ -508,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="512x768", help="HxW image size for the GFLOPs (default 512x768)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("report", help="render a pipeline run's report.html again from its JSON (no re-running)")
+    p.add_argument("run_dir", help="a pipeline run directory (with report.json)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE.html", help="default: RUN_DIR/report.html")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("devices", help="which decoder backends are usable here, and why not")
     p.add_argument("--json", action="store_true")

@@ -188,10 +188,10 @@ def verify(teacher, deployed, bundles: dict[str, str], images, rates: list[int],
     refs = {role: create_decoder("torch-cpu", model=m) for role, m in models.items()}
     ref_out = {role: {id(c): d.decode(c.data) for c in cases} for role, d in refs.items()}
     rows, checks = [], []
-    keys = ("bpp", "psnr", "psnr_vs_reference")
+    keys = ("bpp", "psnr", "ms_ssim", "psnr_vs_reference")
 
     def record(label: str, role: str, precision: str, runtime: str, decoder, outs: dict):
-        got = compare(cases, lambda c: outs[id(c)], reference=lambda c: ref_out[role][id(c)])
+        got = compare(cases, lambda c: outs[id(c)], reference=lambda c: ref_out[role][id(c)], with_ms_ssim=True)
         vs_teacher = per_rate(compare(cases, lambda c: outs[id(c)], reference=lambda c: ref_out["teacher"][id(c)]),
                               ("psnr_vs_reference",))
         for summary, t in zip(per_rate(got, keys), vs_teacher):
@@ -199,6 +199,7 @@ def verify(teacher, deployed, bundles: dict[str, str], images, rates: list[int],
             rows.append({"bundle": label, "model": models[role].name, "role": role, "precision": precision,
                          "runtime": runtime, "rate": summary["rate"], "device": decoder.info.device,
                          "images": len(mine), "bpp": summary["bpp"], "psnr": summary["psnr"],
+                         "ms_ssim": summary["ms_ssim"],
                          "psnr_vs_fp32_reference": summary["psnr_vs_reference"],
                          "max_abs_vs_fp32_reference": max(r["max_abs_vs_reference"] for r in mine),
                          "psnr_vs_teacher": t["psnr_vs_reference"]})
@@ -258,6 +259,7 @@ def deployed_model(recipe: Recipe, teacher, out: Path):
 
 
 def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
+    from edgecodec.benchmarks.baselines import rd_points
     from edgecodec.benchmarks.machine import machine_info
     from edgecodec.benchmarks.output import write_reports
     from edgecodec.benchmarks.runner import BenchConfig, run_bench
@@ -268,6 +270,8 @@ def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
     from .evaluate import parse_rates
     from edgecodec.flops import stage_flops
     from edgecodec.imageio import write_text_atomic
+
+    from .report_html import to_html
     from edgecodec.weights import load_model
 
     recipe.check()
@@ -280,7 +284,7 @@ def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
     rates = parse_rates(recipe.rates, teacher.codec.cfg.num_rates)
     images = verification_images(recipe, multiple, sizes)
     distilling = bool(recipe.student and recipe.distill_data)
-    run = Run(total=5 + int(bool(recipe.student)) + len(recipe.methods))
+    run = Run(total=6 + int(bool(recipe.student)) + len(recipe.methods))
 
     bundles: dict[str, str] = {}
     if recipe.student:
@@ -325,6 +329,8 @@ def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
                          say=lambda m: say(f"bench: {m}"))
         if bench is not None:
             write_reports(bench, str(out / "bench.json"), str(out / "bench.md"), str(out / "bench.html"))
+    baselines = run.step("JPEG and WebP on the same images", lambda: {
+        fmt: rd_points(dict(images), fmt) for fmt in ("jpeg", "webp")})
     checks = list((quality or {}).get("checks", []))
     checks += [{"check": f"step '{s['step']}' ran", "passed": s["status"] == "ok"} for s in run.steps]
     report = {
@@ -342,13 +348,17 @@ def run_pipeline(recipe: Recipe, out_dir: str) -> dict:
         "steps": run.steps,
         "quantization": quant,
         "quality": quality,
+        "baselines": baselines,
         "bench": bench,
         "checks": checks,
         "passed": all(c["passed"] for c in checks),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
-    write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    report = json.loads(text)  # what `edgecodec report RUN_DIR` reads back, so both render the same bytes
+    write_text_atomic(out / "report.json", text)
     write_text_atomic(out / "report.md", to_markdown(report))
+    write_text_atomic(out / "report.html", to_html(report))
     return report
 
 
