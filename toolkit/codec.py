@@ -23,7 +23,19 @@ from .rate import rate_table
 from .zoo import CodecModel
 
 
-class Codec(CodecModel):
+class DiffoEncodeSide:
+    """The encode side and the code under DiffO's module names (pixel_vq, latent_vq + its quantize): the
+    DiffO family has it, and so does every student of it (edge.py), which is why they share streams."""
+
+    @property
+    def quantizer(self) -> ResidualVQ:
+        return self.latent_vq.quantize
+
+    def encode_code(self, x: torch.Tensor) -> torch.Tensor:
+        return self.latent_vq.encode(self.pixel_vq.encode(x))
+
+
+class Codec(DiffoEncodeSide, CodecModel):
     family = "diffo"
     stages = {"latent": ("latent_vq.post_quant_conv", "latent_vq.decoder"), "denoiser": ("denoiser",),
               "pixel": ("pixel_vq.post_quant_conv", "pixel_vq.decoder")}
@@ -42,14 +54,6 @@ class Codec(CodecModel):
         self.latent_vq.quantize = ResidualVQ(cfg.codebook_size, cfg.code_dim, cfg.residual_stages)
         self.denoiser = SwinUNet(cfg.denoiser, cfg.latent_channels, cfg.code_dim)
         self.rates = rate_table(cfg.rate.sigma_max, cfg.rate.decay, cfg.num_rates, cfg.rate.t_max)
-
-    @property
-    def quantizer(self) -> ResidualVQ:
-        return self.latent_vq.quantize
-
-    # --- encode side -------------------------------------------------------------------------
-    def encode_code(self, x: torch.Tensor) -> torch.Tensor:
-        return self.latent_vq.encode(self.pixel_vq.encode(x))
 
     # --- decode side (the graph that gets exported) ----------------------------------------
     def rate_constants(self) -> dict[str, torch.Tensor]:
@@ -110,4 +114,4 @@ CONFIG = CodecConfig
 MODEL = Codec
 CONFIGS = NAMED
 
-__all__ = ["CONFIG", "CONFIGS", "MODEL", "Codec"]
+__all__ = ["CONFIG", "CONFIGS", "MODEL", "Codec", "DiffoEncodeSide"]

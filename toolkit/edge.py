@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .autoencoder import Encoder
-from .config import TINY, DIFFO, CodecConfig
+from .codec import DiffoEncodeSide
+from .config import DIFFO, TINY, CodecConfig
 from .quantizer import ResidualVQ
 from .errors import ModelError
 from .rate import rate_table
@@ -135,7 +136,7 @@ class _Upsampler(nn.Module):
         return F.pixel_shuffle(self.conv_out(h), self.shuffle)
 
 
-class EdgeStudent(CodecModel):
+class EdgeStudent(DiffoEncodeSide, CodecModel):
     family = "edge"
     stages = {"latent": ("head",), "pixel": ("upsampler",)}
     float_layers = {}  # plain conv + ReLU: every layer but the last (structural) runs INT8
@@ -155,13 +156,6 @@ class EdgeStudent(CodecModel):
         # training only: the student's 1/16 features mapped to the teacher's denoised latent x0, so a
         # feature loss can reach the head directly; not part of the decode graph
         self.x0_probe = nn.Conv2d(cfg.head_channels, t.latent_channels, 1)
-
-    @property
-    def quantizer(self) -> ResidualVQ:
-        return self.latent_vq.quantize
-
-    def encode_code(self, x: torch.Tensor) -> torch.Tensor:
-        return self.latent_vq.encode(self.pixel_vq.encode(x))
 
     def rate_constants(self) -> dict[str, torch.Tensor]:
         return {"rate_bias": self.rate_bias}

@@ -315,9 +315,9 @@ class Distiller:
         s, t = self.student.cpu().eval(), self.teacher.codec.eval()
         rates = list(range(s.cfg.num_rates))
         cases = stream_cases(self.teacher, self.val_images, rates)
-        decode_s, decode_t = _torch_decoder(s), _torch_decoder(t)
-        rows = compare(cases, decode_s, reference=decode_t, with_ms_ssim=True)
-        teacher_rows = compare(cases, decode_t, with_ms_ssim=True)
+        teacher = {id(c): _torch_decoder(t)(c) for c in cases}  # decoded once, used twice below
+        rows = compare(cases, _torch_decoder(s), reference=lambda c: teacher[id(c)], with_ms_ssim=True)
+        teacher_rows = compare(cases, lambda c: teacher[id(c)], with_ms_ssim=True)
         self.student.to(self.device).train()
         summary = []
         for mine, theirs in zip(per_rate(rows, ("bpp", "psnr", "ms_ssim", "psnr_vs_reference")),
