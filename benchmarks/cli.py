@@ -22,7 +22,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(
         bundle=args.bundle, runtimes=args.runtime, sizes=None if args.size is None else [parse_size(args.size)],
         runs=args.runs, warmup=args.warmup, rate=args.rate, seed=args.seed, threads=args.threads,
-        reference=not args.no_reference, timeout_s=args.timeout, verbose=args.verbose)
+        reference=not args.no_reference, timeout_s=args.timeout, verbose=args.verbose, encode=args.encode)
     report = run_bench(config, say=lambda msg: say(f"bench: {msg}"))
     write_reports(report, args.json, args.md, args.html)
     print("\n".join(latency_table(report)))
@@ -56,6 +56,9 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--json", required=True, help="where to write the JSON results")
     p.add_argument("--md", default=None, help="where to write a Markdown report")
     p.add_argument("--html", default=None, metavar="OUT.html", help="where to write an HTML report with plots")
+    p.add_argument("--encode", action="store_true",
+                   help="also time each runtime's encoder on the decoded image (the bundle's encode graph; torch "
+                        "for the reference), reported as encode_ms")
     p.add_argument("--verbose", action="store_true", help="show the runtimes' own output")
     p.set_defaults(func=cmd_bench)
     return p

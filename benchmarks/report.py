@@ -132,6 +132,9 @@ def latency_rows(report: dict) -> tuple[list[tuple[str, bool]], list[list[str]]]
         ("precision", False), ("size", False), *((f"{c} ms", True) for c in ("mean", "p50", "p90", "p99")),
         ("first inference ms", True), ("read ms", True), ("compile ms", True), ("peak RSS MB", True),
         ("GFLOP/s", True), ("device", False), (f"×{REFERENCE}", True), ("×fp32", True)]
+    encodes = any("encode_ms" in r for r in report["results"])
+    if encodes:  # bench --encode
+        columns.append(("encode mean ms", True))
     rows = []
     for r in report["results"]:
         if "error" in r:
@@ -142,6 +145,8 @@ def latency_rows(report: dict) -> tuple[list[tuple[str, bool]], list[list[str]]]
                      _ms(r.get("read_ms")), _ms(r["compile_ms"]), _num(r["peak_rss_mb"], "{:.0f}"),
                      _num(r["gflops_per_s"]), str(r["actual_device"]), _num(r.get("speedup_vs_torch"), "{:.2f}"),
                      _num(r.get("speedup_vs_fp32"), "{:.2f}")])
+        if encodes:
+            rows[-1].append(_ms((r.get("encode_ms") or {}).get("mean")))
     return columns, rows
 
 

@@ -39,6 +39,7 @@ class BenchConfig:
     reference: bool = True  # add the torch eager reference (torch-cpu) when it is not listed
     timeout_s: float = 3600.0  # per worker
     verbose: bool = False  # let the workers' stderr through
+    encode: bool = False  # also time each runtime's encoder (the bundle's encode graph, or torch)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -142,7 +143,7 @@ def resolve_runtimes(requested: str | list[str], manifest: dict, reference: bool
 
 def run_worker(runtime: str, stream_path: str, bundle: str, model: str, runs: int, warmup: int,
                count_flops: bool = False, timeout_s: float = 3600.0, verbose: bool = False,
-               threads: int | None = None) -> dict:
+               threads: int | None = None, encode: bool = False) -> dict:
     """One worker process; its JSON result, or {"runtime", "error"} when it failed."""
     cmd = [sys.executable, "-m", "edgecodec.benchmarks.worker", "--runtime", runtime, "--stream", stream_path,
            "--bundle", str(bundle), "--model", model, "--runs", str(runs), "--warmup", str(warmup)]
@@ -150,6 +151,8 @@ def run_worker(runtime: str, stream_path: str, bundle: str, model: str, runs: in
         cmd.append("--count-flops")
     if threads:
         cmd += ["--threads", str(threads)]
+    if encode:
+        cmd.append("--encode")
     try:
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if verbose else subprocess.PIPE, text=True,
                              timeout=timeout_s)
@@ -264,7 +267,7 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
                     out = run_worker(runtime, stream_path, path, model, config.runs, config.warmup,
                                      count_flops=gflops is None and BACKENDS[runtime].framework == "torch",
                                      timeout_s=config.timeout_s, verbose=config.verbose,
-                                     threads=config.threads)
+                                     threads=config.threads, encode=config.encode)
                 out.setdefault("size", list(size))
                 out.setdefault("precision", "fp32" if not BACKENDS[runtime].needs_bundle
                                else manifest.get("precision"))

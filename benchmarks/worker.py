@@ -48,8 +48,10 @@ def one_line(exc: BaseException) -> str:
 
 
 def measure(runtime: str, stream: bytes, bundle: str | None = None, model: str | None = None,
-            runs: int = 10, warmup: int = 2, count_flops: bool = False, threads: int | None = None) -> dict:
-    """Build the decoder, time its first decode alone, then `warmup` untimed and `runs` timed decodes."""
+            runs: int = 10, warmup: int = 2, count_flops: bool = False, threads: int | None = None,
+            encode: bool = False) -> dict:
+    """Build the decoder, time its first decode alone, then `warmup` untimed and `runs` timed decodes;
+    with `encode`, as many encodes (the runtime's encoder, no seed search) of the decoded image."""
     from edgecodec import bitstream
     from edgecodec.runtimes import BACKENDS, create_decoder
 
@@ -101,6 +103,15 @@ def measure(runtime: str, stream: bytes, bundle: str | None = None, model: str |
         latencies.append((time.perf_counter() - t0) * 1e3)
         stages.append(dict(decoder.last_timings))
 
+    encode_ms = None
+    if encode:
+        from edgecodec.coding import encode_with
+
+        for i in range(warmup + 1 + runs):  # the first compiles the encoder
+            t0 = time.perf_counter()
+            encode_with(decoder, image, header.rate)
+            if i > warmup:
+                encode_ms = (encode_ms or []) + [(time.perf_counter() - t0) * 1e3]
     info = decoder.info.to_json()
     result = {
         "runtime": runtime,
@@ -128,6 +139,8 @@ def measure(runtime: str, stream: bytes, bundle: str | None = None, model: str |
         "warmup": warmup,
         "pid": os.getpid(),
     }
+    if encode_ms is not None:
+        result["encode_ms"] = summarize(encode_ms)
     if count_flops and hasattr(decoder, "loaded"):  # torch backends hold the model: count on the meta device
         from edgecodec.flops import decode_flops
 
@@ -174,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="threads for the runtime (default: its own choice)")
     p.add_argument("--count-flops", action="store_true", help="torch runtimes: also count the graph's GFLOPs")
+    p.add_argument("--encode", action="store_true", help="also time the runtime's encoder")
     p.add_argument("--probe", action="store_true", help="report which runtimes are usable here, then exit")
     args = p.parse_args(argv)
     if not args.probe and not (args.runtime and args.stream):
@@ -186,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 out = measure(args.runtime, Path(args.stream).read_bytes(), bundle=args.bundle, model=args.model,
                               runs=args.runs, warmup=args.warmup, count_flops=args.count_flops,
-                              threads=args.threads)
+                              threads=args.threads, encode=args.encode)
         except Exception as exc:  # noqa: BLE001 - reported to the runner as one line, not a traceback
             import traceback
 

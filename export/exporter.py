@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgecodec.bundle import Bundle, BundleWriter, Manifest
-from edgecodec.errors import EdgecodecError
+from edgecodec.errors import EdgecodecError, RuntimeUnavailable
 from edgecodec.weights import LoadedModel
 
 PRECISIONS = ("fp32", "fp16")
@@ -24,11 +24,21 @@ def formats() -> tuple[str, ...]:
 
 
 def check_formats(requested: list[str]) -> list[str]:
+    """The known formats asked for, in table order; each needs its reference runtime here, which
+    the parity gate decodes with (checked now, before any work)."""
+    from edgecodec.runtimes import FORMATS, probe
+
     known = formats()
     bad = [f for f in requested if f not in known]
     if bad or not requested:
         raise EdgecodecError(f"unknown format {bad[0] if bad else '(none)'}: choose from {', '.join(known)}")
-    return [f for f in known if f in requested]
+    chosen = [f for f in known if f in requested]
+    for f in chosen:
+        ok, why = probe(FORMATS[f].reference_backend)
+        if not ok:
+            raise RuntimeUnavailable(f"the {f} graph is checked for parity with {FORMATS[f].reference_backend}, "
+                                     f"which is not usable here: {why}")
+    return chosen
 
 
 def parse_sizes(text: str, multiple: int) -> list[tuple[int, int]]:
@@ -46,15 +56,35 @@ def parse_sizes(text: str, multiple: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def graph_record(codec, height: int, width: int, files: dict[str, str]) -> dict:
-    """A manifest's graph entry: size, files, FLOPs (total and per stage) and the graph's inputs/outputs."""
+def graph_record(codec, height: int, width: int, files: dict[str, str], encoder: dict | None = None) -> dict:
+    """A manifest's graph entry: size, files, FLOPs (total and per stage) and the graph's inputs/outputs;
+    `encoder` the encode graph's entry of that size (write_encoder)."""
     from edgecodec.flops import stage_flops
 
     from .onnx_export import io_description
 
     flops = stage_flops(codec.cfg, height, width)
-    return {"size": [height, width], "files": files, "gflops": flops.pop("total") / 1e9,
-            "stage_gflops": {k: v / 1e9 for k, v in flops.items()}, **io_description(codec, height, width)}
+    record = {"size": [height, width], "files": files, "gflops": flops.pop("total") / 1e9,
+              "stage_gflops": {k: v / 1e9 for k, v in flops.items()}, **io_description(codec, height, width)}
+    if encoder is not None:
+        record["encoder"] = encoder
+    return record
+
+
+def write_encoder(codec, writer: BundleWriter, height: int, width: int, formats: list[str], tmp: str | Path,
+                  say: Callable[[str], None] = lambda m: None) -> dict:
+    """The FP32 encode graph of one size in every format (so an install without torch can encode);
+    quantized bundles carry it too. Returns its manifest entry."""
+    from .onnx_export import encoder_io_description, export_encoder_onnx
+
+    stem = f"encoder_{height}x{width}"
+    onnx_path = Path(tmp) / (stem + ".onnx")
+    say(f"exporting the encoder at {height}x{width}")
+    export_encoder_onnx(codec, height, width, onnx_path)
+    files = {}
+    for fmt in formats:
+        files.update(produce(fmt, onnx_path, writer, stem, "fp32"))
+    return {"files": files, "precision": "fp32", **encoder_io_description(codec, height, width)}
 
 
 def produce(fmt: str, onnx_path: Path, writer: BundleWriter, stem: str, precision: str) -> dict[str, str]:
@@ -86,7 +116,8 @@ def export_bundle(loaded: LoadedModel, out: str, formats: list[str], precision: 
             for fmt in formats:
                 say(f"writing the {fmt} graph of {h}x{w} ({precision})")
                 files.update(produce(fmt, onnx_path, writer, stem, precision))
-            graphs.append(graph_record(codec, h, w, files))
+            encoder = write_encoder(codec, writer, h, w, formats, tmp, say)
+            graphs.append(graph_record(codec, h, w, files, encoder))
         manifest = Manifest.for_model(loaded, precision, graphs)
         staged = writer.write_manifest(manifest)
         say("measuring parity against the torch decoder on real photos")

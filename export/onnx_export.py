@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from edgecodec.zoo import CodecModel, DecodeGraph
+from edgecodec.zoo import CodecModel, DecodeGraph, EncodeGraph
 from edgecodec.norm import register_group_norm_export
 
 INPUTS = ("indices", "noise", "rate")
@@ -30,12 +30,28 @@ def io_description(codec: CodecModel, height: int, width: int) -> dict:
             "outputs": [{"name": "image", "dtype": "float32", "shape": [1, 3, height, width]}]}
 
 
+def encoder_io_description(codec: CodecModel, height: int, width: int) -> dict:
+    h, w = codec.stream_spec().latent_size(height, width)
+    return {"inputs": [{"name": "image", "dtype": "float32", "shape": [1, 3, height, width]}],
+            "outputs": [{"name": "indices", "dtype": "int64", "shape": [1, codec.cfg.num_rates, h, w]}]}
+
+
 def export_onnx(codec: CodecModel, height: int, width: int, path: Path, precision: str = "fp32") -> None:
     import onnx
 
     onnx.save(trace_onnx(DecodeGraph(codec.cpu().eval()).eval(), codec, height, width, path), str(path))
     if precision == "fp16":
         to_fp16(path)
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def export_encoder_onnx(codec: CodecModel, height: int, width: int, path: Path) -> None:
+    """The encode graph, always FP32: an index that flips is another stream, not a small error."""
+    import onnx
+
+    image = torch.zeros(1, 3, height, width)
+    model = _trace(EncodeGraph(codec.cpu().eval()).eval(), (image,), ["image"], ["indices"], path)
+    onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
 
 
@@ -52,14 +68,17 @@ def trace_onnx(graph: torch.nn.Module, codec: CodecModel, height: int, width: in
     """The one way a decode graph (FP32, or NNCF-quantized for QAT) becomes ONNX: TorchScript export
     with GroupNorm's channel-wise form, every shared weight given its own initializer. Written to
     `path` by the exporter and returned loaded, for the caller's last rewrites."""
+    return _trace(graph, example_inputs(codec, height, width), list(INPUTS), list(OUTPUTS), path)
+
+
+def _trace(graph: torch.nn.Module, inputs: tuple, input_names: list[str], output_names: list[str], path: Path):
     import onnx
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation chatter
         register_group_norm_export(OPSET)
-        torch.onnx.export(graph, example_inputs(codec, height, width), str(path), input_names=list(INPUTS),
-                          output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False,
-                          do_constant_folding=True)
+        torch.onnx.export(graph, inputs, str(path), input_names=input_names, output_names=output_names,
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
     model = onnx.load(str(path))
     fold_initializer_identities(model)
     return model
@@ -113,4 +132,4 @@ def onnx_ops(path: Path) -> set[str]:
     return {(n.domain or "ai.onnx") + "::" + n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
 
 
-__all__ = ["export_onnx", "trace_onnx", "example_inputs", "io_description", "onnx_ops", "INPUTS", "OUTPUTS"]
+__all__ = ["export_encoder_onnx", "export_onnx", "trace_onnx", "example_inputs", "io_description", "onnx_ops", "INPUTS", "OUTPUTS"]

@@ -31,6 +31,9 @@ class Tolerance:
 
 
 TOLERANCES = {"fp32": Tolerance(2e-3, 50.0), "fp16": Tolerance(5e-2, 35.0), "int8": Tolerance(0.5, 25.0)}
+# Share of a bundle encoder's indices (every stage) that may differ from the torch encoder's: a
+# nearest-code search can only flip where two codes are all but equally near.
+ENCODER_MISMATCH = 1e-3
 
 
 def photos_at(height: int, width: int, count: int) -> list[tuple[str, np.ndarray]]:
@@ -52,11 +55,13 @@ def measure_parity(loaded: LoadedModel, bundle: Bundle, images: int = 2) -> dict
     codec = loaded.codec.cpu().eval()
     spec = codec.stream_spec()
     runtimes = bundle_runtimes(bundle)
-    cases = []
+    cases, inputs = [], []
     for graph in bundle.manifest["graphs"]:
         h, w = graph["size"]
         for name, rgb in photos_at(h, w, images):
-            top = codec.encode_indices(torch.from_numpy(to_model_input(rgb, spec.multiple)), spec.num_rates - 1)
+            x = to_model_input(rgb, spec.multiple)
+            top = codec.encode_indices(torch.from_numpy(x), spec.num_rates - 1)
+            inputs.append((x, top.numpy()))
             for rate in range(spec.num_rates):
                 idx = top[:, : rate + 1].numpy()
                 cases.append(Case(name, rate, rgb, bitstream.write(spec, idx, h, w, seed=1234 + rate)))
@@ -85,7 +90,19 @@ def measure_parity(loaded: LoadedModel, bundle: Bundle, images: int = 2) -> dict
     for rt in {r["runtime"] for r in rows}:
         mine = [r for r in rows if r["runtime"] == rt]
         worst[rt] = {"max_abs": max(r["max_abs"] for r in mine), "min_psnr": min(r["psnr"] for r in mine)}
-    return {"reference": "torch-cpu fp32 (eager)", "images": images, "results": rows, "worst": worst}
+    encoder = {rt.name: _encoder_parity(rt, inputs) for rt in runtimes if rt.can_encode}
+    return {"reference": "torch-cpu fp32 (eager)", "images": images, "results": rows, "worst": worst,
+            "encoder": {"results": encoder, "tolerance": {"max_mismatch": ENCODER_MISMATCH}}}
+
+
+def _encoder_parity(runtime, inputs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """The runtime's encode graph against the torch encoder's indices, every stage of every photo."""
+    total = mismatched = 0
+    for x, want in inputs:
+        got = runtime.encode_indices(x)
+        total += want.size
+        mismatched += int((got != want).sum()) if got.shape == want.shape else want.size
+    return {"indices": total, "mismatched": mismatched, "fraction": mismatched / total}
 
 
 def parity_gate(loaded: LoadedModel, staged: Bundle, precision: str, images: int = 2,
@@ -96,11 +113,17 @@ def parity_gate(loaded: LoadedModel, staged: Bundle, precision: str, images: int
     parity = measure_parity(loaded, staged, images=images)
     parity["tolerance"] = {"max_abs": tol.max_abs, "min_psnr": tol.min_psnr}
     failed = [r for r, v in parity["worst"].items() if v["max_abs"] > tol.max_abs or v["min_psnr"] < tol.min_psnr]
-    parity["passed"] = not failed
+    bad_encoders = [r for r, v in parity["encoder"]["results"].items() if v["fraction"] > ENCODER_MISMATCH]
+    parity["passed"] = not failed and not bad_encoders
     if failed:
         worst = parity["worst"][failed[0]]
         msg = (f"parity check failed: {failed[0]} differs from torch by up to {worst['max_abs']:.2e} "
                f"(PSNR {worst['min_psnr']:.1f} dB); tolerance {tol.max_abs:.0e} / {tol.min_psnr} dB for {precision}")
+    elif bad_encoders:
+        v = parity["encoder"]["results"][bad_encoders[0]]
+        msg = (f"encoder parity check failed: {bad_encoders[0]} gives {v['mismatched']} of {v['indices']} indices "
+               f"unlike the torch encoder (tolerance {ENCODER_MISMATCH:.1%})")
+    if failed or bad_encoders:
         if not allow_failure:
             raise BundleError(msg + "; no bundle written" + (f" ({hint})" if hint else ""))
         say("warning: " + msg + "; writing the bundle as asked, with parity.passed = false")

@@ -65,7 +65,7 @@ def quantize_bundle(loaded: LoadedModel, out: str, sizes: list[tuple[int, int]],
 
     Calibration items come from `calib_dir` (calibration.build_sets) or, ready-made, from `sets`."""
     from edgecodec.bundle import tool_versions
-    from edgecodec.export.exporter import graph_record
+    from edgecodec.export.exporter import graph_record, write_encoder
     from edgecodec.export.parity import parity_gate
 
     options.check()
@@ -89,7 +89,10 @@ def quantize_bundle(loaded: LoadedModel, out: str, sizes: list[tuple[int, int]],
                 graphs, section = method.function()(loaded, writer, tmp, sizes, sets, options, say)
             else:
                 graphs, section = _graph_method(codec, writer, tmp, sizes, sets, options, say)
-            graphs = [graph_record(codec, *g["size"], g["files"]) for g in graphs]
+            # the encoder stays FP32: a flipped index is another stream
+            graphs = [graph_record(codec, *g["size"], g["files"],
+                                   write_encoder(codec, writer, *g["size"], options.formats, tmp, say))
+                      for g in graphs]
             first = sets[sizes[0]]
             section = {
                 "method": options.method,

@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 
-from edgecodec.errors import RuntimeUnavailable
+from edgecodec.errors import EXTRAS, RuntimeUnavailable
 
 from .base import Decoder, RuntimeInfo
 
@@ -72,7 +72,7 @@ def probe(name: str) -> tuple[bool, str]:
     """(usable here, reason when not)."""
     b = BACKENDS[name]
     if importlib.util.find_spec(b.framework) is None:
-        return False, f"Python package '{b.framework}' is not installed"
+        return False, f"Python package '{b.framework}' is not installed (pip install \"edgecodec[{EXTRAS[b.framework]}]\")"
     return importlib.import_module(f"{__name__}.{b.module}").probe(b.device)
 
 
@@ -98,10 +98,17 @@ def reference_backends(manifest: dict) -> list[str]:
 
 def pick_auto(with_bundle: bool) -> str:
     """The fastest usable backend: GPU runtimes, then OpenVINO CPU, ONNX Runtime CPU, torch."""
-    for b in sorted(BACKENDS.values(), key=lambda b: b.auto_rank):
+    order = sorted(BACKENDS.values(), key=lambda b: b.auto_rank)
+    for b in order:
         if (with_bundle or not b.needs_bundle) and probe(b.name)[0]:
             return b.name
-    raise RuntimeUnavailable("no decoder backend is usable here (install edgecodec[torch] or a runtime)")
+    usable = [b.framework for b in order if b.needs_bundle and probe(b.name)[0]]
+    if usable:  # runtimes are here, the bundle is not: decoding without one needs torch
+        have = ", ".join(dict.fromkeys(usable))
+        raise RuntimeUnavailable(f"without torch this needs an exported bundle to run on {have}: pass --bundle DIR "
+                                 f'(made by `edgecodec export`), or pip install "edgecodec[torch]"')
+    raise RuntimeUnavailable('no decoder runtime is installed: pip install "edgecodec[openvino]" '
+                             '(or edgecodec[onnx], or edgecodec[torch])')
 
 
 def create_decoder(name: str = "auto", model: str | object | None = None, bundle: str | None = None,

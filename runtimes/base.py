@@ -51,6 +51,20 @@ class Decoder(ABC):
     def info(self) -> RuntimeInfo:
         """Backend, device and precision actually in use."""
 
+    @property
+    @abstractmethod
+    def model(self) -> dict:
+        """name, source and trained of the model decoded (eval's `model` key)."""
+
+    @property
+    def can_encode(self) -> bool:
+        return True
+
+    @abstractmethod
+    def encode_indices(self, image: np.ndarray) -> np.ndarray:
+        """(1, 3, Hp, Wp) float32 image in [-1, 1] (frames.to_model_input) -> (1, S, h, w) int64
+        indices of every VQ stage: the model's encoder, on this runtime (coding.encode_with)."""
+
     def parse(self, data: bytes) -> bitstream.ParsedStream:
         return bitstream.parse(data, self.spec)
 

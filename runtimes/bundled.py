@@ -1,5 +1,6 @@
 """What the ONNX Runtime and OpenVINO decoders share: a verified bundle, one compiled graph per
-size, and indices padded to every VQ stage (the graph masks the unused ones by rate)."""
+size, indices padded to every VQ stage (the graph masks the unused ones by rate), and the bundle's
+encode graphs, compiled on first use."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class BundleDecoder(Decoder):
         super().__init__(self.bundle.spec)
         self.setup_timings = {"verify_ms": (time.perf_counter() - t0) * 1e3, "read_ms": 0.0, "compile_ms": 0.0}
         self._graphs: dict[tuple[int, int], object] = {}
+        self._encoders: dict[tuple[int, int], object] = {}
         for g in self.bundle.manifest["graphs"]:
             if sizes is not None and tuple(g["size"]) not in {tuple(s) for s in sizes}:
                 continue  # compile only what will run
@@ -32,15 +34,36 @@ class BundleDecoder(Decoder):
             self.setup_timings["compile_ms"] += (t3 - t2) * 1e3
 
     def load_graph(self, graph: dict) -> object:
-        """Read the graph file(s) into the runtime's model object."""
+        """Read the graph file(s) of a manifest entry (a decode graph or its encoder) into the
+        runtime's model object."""
         raise NotImplementedError
 
     def compile_graph(self, model: object, graph: dict) -> object:
-        """Turn a read model into something `infer` can run."""
+        """Turn a read model into something `infer` can run; `graph.get("precision")` overrides the
+        bundle's (encoders are FP32 in every bundle)."""
         raise NotImplementedError
 
     def infer(self, compiled: object, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run a compiled graph; its one output."""
         raise NotImplementedError
+
+    @property
+    def model(self) -> dict:
+        return {k: self.bundle.manifest["model"].get(k) for k in ("name", "source", "trained")}
+
+    @property
+    def can_encode(self) -> bool:
+        return all("encoder" in g for g in self.bundle.manifest["graphs"])
+
+    def encode_indices(self, image: np.ndarray) -> np.ndarray:
+        size = tuple(image.shape[2:])
+        if size not in self._encoders:
+            graph = self.bundle.graph_for(*size)
+            if "encoder" not in graph:
+                raise BundleError(f"bundle {self.bundle.root} has no encoder (made before edgecodec 0.2): "
+                                  f"export it again to encode without torch")
+            self._encoders[size] = self.compile_graph(self.load_graph(graph["encoder"]), graph["encoder"])
+        return self.infer(self._encoders[size], {"image": np.ascontiguousarray(image, np.float32)}).astype(np.int64)
 
     def run_graph(self, indices: np.ndarray, noise: np.ndarray, rate: int) -> np.ndarray:
         _, stages, h, w = indices.shape

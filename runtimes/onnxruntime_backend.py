@@ -52,9 +52,9 @@ class OrtDecoder(BundleDecoder):
             opts.intra_op_num_threads = self.threads
         if self.device == "tensorrt":
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+        precision = graph.get("precision", self.bundle.precision)
         session = self.ort.InferenceSession(model, sess_options=opts,
-                                            providers=provider_chain(self.device, self.cache_dir,
-                                                                     self.bundle.precision))
+                                            providers=provider_chain(self.device, self.cache_dir, precision))
         wanted = PROVIDERS[self.device]
         if session.get_providers()[0] != wanted:
             # onnxruntime-gpu silently falls back to CPU: refuse rather than mislabel the result
@@ -63,7 +63,7 @@ class OrtDecoder(BundleDecoder):
         return session
 
     def infer(self, session, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return session.run(["image"], feeds)[0]
+        return session.run(None, feeds)[0]
 
     @property
     def info(self) -> RuntimeInfo:

@@ -41,7 +41,7 @@ class OvDecoder(BundleDecoder):
         # The CPU plugin silently computes in bf16 on CPUs with AMX/AVX512-BF16 (seen here: errors
         # of 0.1 on the [0, 1] image). An fp32 or int8 bundle asks for f32; an fp16 bundle takes
         # the device's own reduced precision (f16 on GPU, bf16 where the CPU has it).
-        if self.bundle.precision in ("fp32", "int8") and self.device != "AUTO":
+        if graph.get("precision", self.bundle.precision) in ("fp32", "int8") and self.device != "AUTO":
             config["INFERENCE_PRECISION_HINT"] = "f32"
         if self.threads and self.device == "CPU":
             config["INFERENCE_NUM_THREADS"] = int(self.threads)

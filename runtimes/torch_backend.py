@@ -45,6 +45,15 @@ class TorchDecoder(Decoder):
                            details={"torch": torch.__version__, "threads": torch.get_num_threads(),
                                     "model": self.loaded.source})
 
+    @property
+    def model(self) -> dict:
+        return {"name": self.loaded.name, "source": self.loaded.source, "trained": self.loaded.trained}
+
+    @torch.inference_mode()
+    def encode_indices(self, image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(self.device)
+        return self.codec.encode_indices(x, self.spec.num_rates - 1).cpu().numpy()
+
     @torch.inference_mode()
     def run_graph(self, indices: np.ndarray, noise: np.ndarray, rate: int) -> np.ndarray:
         idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device)

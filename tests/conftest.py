@@ -36,3 +36,12 @@ def run_cli(*args: str, env: dict | None = None):
 
     return subprocess.run([sys.executable, "-m", "edgecodec.apps.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny, tmp_path_factory):
+    """`tiny` exported at 128x192 to ONNX and OpenVINO, FP32 (tests must copy it before changing it)."""
+    from edgecodec.export.exporter import export_bundle
+
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    return export_bundle(tiny, str(out), ["onnx", "openvino"], "fp32", [(128, 192)], parity_images=1)

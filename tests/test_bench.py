@@ -236,3 +236,14 @@ def test_bench_skips_a_runtime_one_bundle_has_no_graph_for(bundle_dir, spec, tmp
     assert report["skipped_runtimes"] == {"onnxruntime-cpu (int8)": "the bundle has no onnx graph for 128x192"}
     assert [(r["runtime"], r["bundle_precision"]) for r in report["results"]] == [
         ("onnxruntime-cpu", "fp32"), ("torch-cpu", "fp32")]
+
+
+def test_bench_encode_times_each_runtimes_encoder(tiny_bundle, tmp_path):
+    out = tmp_path / "b.json"
+    assert bench("--bundle", str(tiny_bundle.root), "--runtime", "onnxruntime-cpu,openvino-cpu", "--runs", "2",
+                 "--warmup", "0", "--no-reference", "--encode", "--json", str(out), "--md", str(tmp_path / "b.md")) == 0
+    results = json.loads(out.read_text())["results"]
+    assert {r["runtime"] for r in results} == {"onnxruntime-cpu", "openvino-cpu"}
+    for r in results:
+        assert r["encode_ms"]["mean"] > 0 and len(r["encode_ms"]) > 1, r
+    assert "encode mean ms" in (tmp_path / "b.md").read_text()

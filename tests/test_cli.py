@@ -61,6 +61,25 @@ def test_eval_json_schema(tmp_path, photo, capsys):
     assert res["runtime"]["backend"] == "torch"
 
 
+def test_eval_markdown_table_with_ablation_baselines_and_seed_gain(tmp_path, photo, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    save_png(folder / "a.png", photo)
+    out, md = tmp_path / "eval.json", tmp_path / "eval.md"
+    assert main(["eval", str(folder), "--rate", "0,2", "--json", str(out), "--ablation", "--baselines",
+                 "--seeds", "3", "--markdown", str(md), "--runtime", "torch-cpu"]) == 0
+    res = json.loads(out.read_text())
+    assert res["seeds"] == 3
+    for row in res["ablation"]:
+        # the search keeps, per image, the seed with the smallest error: it cannot lose PSNR
+        assert row["seed_search_gain_db"] >= 0
+        assert row["psnr_with_denoiser"] == pytest.approx(row["psnr_without_seed_search"] + row["seed_search_gain_db"])
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("| rate | bpp | PSNR dB | MS-SSIM | PSNR without denoiser | denoiser gain |")
+    assert "seed search gain (3 seeds)" in lines[0] and "WebP bpp for our PSNR" in lines[0]
+    assert len(lines) == 4 and lines[3].startswith("| 2 | ") and "at floor)" in lines[3]
+
+
 def test_devices_json(capsys):
     assert main(["devices", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

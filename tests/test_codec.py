@@ -60,6 +60,37 @@ def test_same_image_same_bytes(tiny, photo):
     assert encode_image(tiny.codec, photo, 2) == encode_image(tiny.codec, photo, 2)
 
 
+def test_seed_search_keeps_the_best_candidate_at_the_same_size(tiny, tiny_decoder, photo):
+    """--seeds K stores one of the K derived seeds, the one whose decode is closest to the photo;
+    the payload is untouched, so the stream costs the same bytes."""
+    from edgecodec.coding import candidate_seeds
+    from edgecodec.frames import to_model_input
+
+    spec = tiny.codec.stream_spec()
+    rate = 1
+    plain = encode_image(tiny.codec, photo, rate)
+    searched = encode_image(tiny.codec, photo, rate, seeds=4)
+    assert searched == encode_image(tiny.codec, photo, rate, seeds=4), "the search is deterministic"
+    assert len(searched) == len(plain)
+    idx = tiny.codec.encode_indices(torch.from_numpy(to_model_input(photo, spec.multiple)), rate).numpy()
+    seeds = candidate_seeds(idx, 4)
+    assert len(set(seeds)) == 4 and bitstream.read_header(plain).seed == seeds[0]
+
+    def sse(seed):
+        out = tiny_decoder.decode(bitstream.write(spec, idx, *photo.shape[:2], seed)).astype(np.int64)
+        return int(((out - photo) ** 2).sum())
+
+    errors = [sse(s) for s in seeds]
+    assert bitstream.read_header(searched).seed == seeds[int(np.argmin(errors))]
+    assert len(set(errors)) > 1, "the noise must matter, or there is nothing to search"
+
+
+def test_fixed_seed_and_seed_search_exclude_each_other(tiny, photo):
+    with pytest.raises(Exception, match="not both"):
+        encode_image(tiny.codec, photo, 0, seed=7, seeds=4)
+    assert bitstream.read_header(encode_image(tiny.codec, photo, 0, seed=7)).seed == 7
+
+
 def _meta_codec(name):
     from edgecodec.codec import Codec
 

@@ -16,11 +16,9 @@ SIZE = (128, 192)
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny, tmp_path_factory):
-    from edgecodec.export.exporter import export_bundle
-
-    out = tmp_path_factory.mktemp("export") / "bundle"
-    return export_bundle(tiny, str(out), ["onnx", "openvino"], "fp32", [SIZE], parity_images=1)
+def bundle(tiny_bundle):
+    assert tuple(tiny_bundle.manifest["graphs"][0]["size"]) == SIZE
+    return tiny_bundle
 
 
 @pytest.fixture(scope="module")

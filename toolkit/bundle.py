@@ -59,7 +59,8 @@ class Manifest:
     model: dict  # name, family, source, trained, fingerprint, config (JSON text)
     precision: str  # fp32, fp16 or int8
     stream_spec: dict  # StreamSpec.to_json()
-    graphs: list[dict]  # per size: size, files {format key: file}, gflops, stage_gflops, inputs, outputs
+    graphs: list[dict]  # per size: size, files {format key: file}, gflops, stage_gflops, inputs, outputs,
+    #                     encoder {files, precision, inputs, outputs} (bundles of edgecodec >= 0.2)
     noise_rule: dict = field(default_factory=dict)
     created: str = ""
     tools: dict = field(default_factory=dict)
@@ -101,6 +102,8 @@ class Manifest:
             if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
                     and isinstance(g.get("files"), dict)):
                 raise BundleError(f"{where}: a graph entry lacks a valid 'size' or 'files'")
+            if "encoder" in g and not (isinstance(g["encoder"], dict) and isinstance(g["encoder"].get("files"), dict)):
+                raise BundleError(f"{where}: the encoder entry of a graph lacks its 'files'")
 
 
 @dataclass
@@ -204,7 +207,7 @@ def open_bundle(root: str | os.PathLike, verify: bool = True) -> Bundle:
             if p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
                 raise BundleError(f"bundle {root} was modified: {name} does not match its sha256 in the manifest")
         for g in manifest["graphs"]:
-            for f in g["files"].values():
+            for f in [*g["files"].values(), *g.get("encoder", {}).get("files", {}).values()]:
                 if f not in manifest["files"]:
                     raise BundleError(f"bundle manifest lists graph file {f} without a checksum")
     try:

@@ -27,3 +27,28 @@ class BundleError(EdgecodecError):
 
 class RuntimeUnavailable(EdgecodecError):
     """A requested backend or device that is not usable on this machine."""
+
+
+class MissingPackage(EdgecodecError):
+    """An optional package a verb needs is not installed (the edge install has no torch)."""
+
+    exit_code = 4
+
+
+# optional package (top-level import name) -> the extra of pyproject.toml that installs it
+EXTRAS = {"torch": "torch", "safetensors": "torch", "pytorch_msssim": "torch", "yaml": "torch",
+          "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "all", "openvino": "openvino",
+          "nncf": "quantize", "sklearn": "quantize"}
+
+
+def missing_package(exc: ImportError, verb: str) -> MissingPackage | None:
+    """The one-line error for an optional package that failed to import, or None for anything else
+    (a missing module of our own is a bug and keeps its traceback)."""
+    name = (exc.name or "").split(".")[0]
+    if name not in EXTRAS:
+        return None
+    hint = ""
+    if name in ("torch", "safetensors") and verb in ("encode", "decode", "eval", "bench"):
+        hint = "; or use an exported bundle: --bundle DIR (made by `edgecodec export` where torch is)"
+    return MissingPackage(f"`{verb}` needs the Python package '{name}', which is not installed: "
+                          f'pip install "edgecodec[{EXTRAS[name]}]"{hint}')

@@ -49,6 +49,13 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10.0 * math.log10(255.0**2 / mse)
 
 
+def ms_ssim_available() -> bool:
+    """Whether ms_ssim can run here (an edge install without torch reports MS-SSIM as n/a)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "pytorch_msssim"))
+
+
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
     """Multi-scale SSIM between two H x W x 3 ``uint8`` RGB images, in [0, 1].
 

@@ -139,6 +139,19 @@ class DecodeGraph(nn.Module):
         return self.codec.decode_code(code, noise, **{k: getattr(self, k)[rate] for k in self._rate_keys})
 
 
+class EncodeGraph(nn.Module):
+    """The exported encoder of any family: (1, 3, Hp, Wp) image in [-1, 1] -> (1, S, h, w) int64
+    indices of every VQ stage, the nearest-code searches included. The residual search is greedy,
+    so a stream of rate r keeps the first r + 1 stages."""
+
+    def __init__(self, codec: CodecModel):
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.codec.quantizer.quantize(self.codec.encode_code(image), self.codec.cfg.num_rates)
+
+
 # --- the registry ----------------------------------------------------------------------------------
 
 def family_module(name: str) -> ModuleType:
@@ -178,5 +191,5 @@ def build_model(cfg) -> CodecModel:
     return model.eval()
 
 
-__all__ = ["FAMILIES", "CodecModel", "DecodeGraph", "build_model", "config_from_json", "config_to_json",
+__all__ = ["FAMILIES", "CodecModel", "DecodeGraph", "EncodeGraph", "build_model", "config_from_json", "config_to_json",
            "family_module", "named_configs"]

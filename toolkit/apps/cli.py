@@ -9,9 +9,10 @@ from pathlib import Path
 
 from edgecodec.console import progress as _progress
 from edgecodec.console import say as _say
-from edgecodec.errors import EdgecodecError
+from edgecodec.errors import EdgecodecError, missing_package
 
 DEFAULT_MODEL = "tiny"
+DEFAULT_SEEDS = 2  # seed-search candidates of encode/eval/demo: one extra decode (gain measured: README)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -31,14 +32,18 @@ def _decoder(args, loaded=None):
 # --- verbs ----------------------------------------------------------------------------------
 
 def cmd_encode(args) -> int:
-    from edgecodec.coding import encode_image
+    """With --bundle: the bundle's encode graph on a runtime (no torch needed); else the torch model."""
+    from edgecodec.coding import encode_with
     from edgecodec.imageio import load_image, write_bytes_atomic
     from edgecodec.metrics import bpp
-    from edgecodec.weights import load_model
+    from edgecodec.runtimes import create_decoder
 
     rgb = load_image(args.image, max_pixels=args.max_pixels, notify=_say)
-    loaded = load_model(args.model)
-    data = encode_image(loaded.codec, rgb, args.rate, seed=args.seed)
+    runtime = create_decoder(args.runtime, model=args.model or (None if args.bundle else DEFAULT_MODEL),
+                             bundle=args.bundle)
+    if not runtime.can_encode:
+        raise EdgecodecError(f"bundle {args.bundle} has no encoder (made before edgecodec 0.2): export it again")
+    data = encode_with(runtime, rgb, args.rate, seed=args.seed, seeds=1 if args.seed is not None else args.seeds)
     write_bytes_atomic(args.output, data)
     h, w = rgb.shape[:2]
     print(f"{args.output}: {w}x{h}, rate {args.rate}, {len(data)} bytes, {bpp(len(data), h, w):.4f} bpp")
@@ -76,18 +81,19 @@ def cmd_info(args) -> int:
 
 
 def _run_eval(args, images: list[tuple[str, object]], on_stream=None) -> dict:
+    """Encode with the bundle's encode graphs where the decoder runs a bundle that has them (no
+    torch needed), else with the torch model; decode with the chosen runtime."""
     from .evaluate import evaluate, parse_rates
-    from edgecodec.runtimes import bundle_model
-
-    from edgecodec.weights import load_model
+    from edgecodec.runtimes import bundle_model, create_decoder
 
     if args.model is None:
         args.model = bundle_model(args.bundle) if args.bundle else DEFAULT_MODEL
-    loaded = load_model(args.model)
-    rates = parse_rates(args.rate, loaded.codec.cfg.num_rates)
-    decoder = _decoder(args, loaded)
+    decoder = _decoder(args)
+    encoder = decoder if decoder.can_encode else create_decoder("torch-cpu", model=args.model)
+    rates = parse_rates(args.rate, decoder.spec.num_rates)
     with _progress(len(images) * len(rates), "eval") as bar:
-        return evaluate(loaded, decoder, images, rates, on_stream=on_stream, progress=lambda: bar.update())
+        return evaluate(encoder, decoder, images, rates, on_stream=on_stream, progress=lambda: bar.update(),
+                        seeds=args.seeds)
 
 
 def _print_summary(result: dict) -> None:
@@ -119,7 +125,8 @@ def cmd_eval(args) -> int:
         from .evaluate import ablation
         from edgecodec.weights import load_model
 
-        result["ablation"] = ablation(load_model(args.model), images, [r["rate"] for r in result["per_rate"]])
+        result["ablation"] = ablation(load_model(args.model), images, [r["rate"] for r in result["per_rate"]],
+                                      args.seeds)
     if args.baselines:
         from edgecodec.benchmarks.baselines import compare
 
@@ -131,6 +138,10 @@ def cmd_eval(args) -> int:
 
         result["rd_baselines"] = {fmt: rd_points(dict(images), fmt) for fmt in ("jpeg", "webp")}
     write_text_atomic(args.json, json.dumps(result, indent=2))
+    if args.markdown:
+        from .evaluate import markdown_table
+
+        write_text_atomic(args.markdown, markdown_table(result))
     if args.html:
         write_text_atomic(args.html, eval_to_html(json.loads(json.dumps(result)), result["rd_baselines"]))
     _print_summary(result)
@@ -398,8 +409,14 @@ def _max_pixels(p: argparse.ArgumentParser) -> None:
                    help=f"refuse larger input images (default {DEFAULT_MAX_PIXELS})")
 
 
-def _decoding(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runtime", default="auto", help="decoder backend (see `edgecodec devices`; default auto)")
+def _seeds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="K",
+                   help=f"seed search: decode with K candidate noise seeds and store the one closest to the "
+                        f"image; same bytes, more encode time (default {DEFAULT_SEEDS}; 1 = off)")
+
+
+def _decoding(p: argparse.ArgumentParser, runtime_help: str = "decoder backend") -> None:
+    p.add_argument("--runtime", default="auto", help=f"{runtime_help} (see `edgecodec devices`; default auto)")
     p.add_argument("--bundle", default=None, help="exported bundle directory (for ONNX Runtime / OpenVINO)")
     p.add_argument("--model", default=None,
                    help="model name or .safetensors path (default: the bundle's model, else tiny)")
@@ -413,8 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--rate", type=int, default=0, help="rate index, 0 = lowest bpp (default 0)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="model name or .safetensors path (default tiny)")
-    p.add_argument("--seed", type=int, default=None, help="noise seed to store (default: derived from the code)")
+    p.add_argument("--seed", type=int, default=None, help="noise seed to store (default: the best of --seeds)")
+    _seeds(p)
+    _decoding(p, "runtime of the encoder (and of the seed search's decodes)")
     _max_pixels(p)
     p.set_defaults(func=cmd_encode)
 
@@ -435,16 +453,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", required=True, help="where to write the results")
     p.add_argument("--ablation", action="store_true", help="also decode without the denoiser (torch)")
     p.add_argument("--baselines", action="store_true", help="also find the bpp JPEG and WebP need for our PSNR")
+    p.add_argument("--markdown", default=None, metavar="OUT.md",
+                   help="also write the per-rate table (with ablation and baselines when asked) in Markdown")
     p.add_argument("--html", default=None, metavar="OUT.html",
                    help="also write a page with the rate-distortion charts (JPEG and WebP on the same images)")
     _decoding(p)
     _max_pixels(p)
+    _seeds(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="encode, decode and evaluate the sample photos installed packages ship")
     p.add_argument("-o", "--output", default="edgecodec-demo")
     p.add_argument("--rate", default="all")
     _decoding(p)
+    _seeds(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("import", help="import a published codec's checkpoints as an edgecodec model file")
@@ -486,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", default=None, help="folder of validation images (first 8 used)")
     p.add_argument("--out", required=True, help="run directory: checkpoint.pt, train.log, model.safetensors")
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/checkpoint.pt")
-    p.add_argument("--steps", type=int, default=None, help="total steps over all stages (default 12000)")
+    p.add_argument("--steps", type=int, default=None, help="total steps over all stages (default 17000)")
     p.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after N steps this run")
     p.add_argument("--batch", type=int, default=None, help="batch size for every stage")
     p.add_argument("--crop", type=int, default=None, help="crop size for every stage (multiple of 64 for tiny)")
@@ -554,7 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        try:
+            return args.func(args)
+        except ImportError as exc:  # an optional package this verb needs is absent
+            missing = missing_package(exc, args.verb)
+            if missing is None:
+                raise
+            raise missing from None
     except EdgecodecError as exc:
         _say(f"error: {exc}")
         return exc.exit_code

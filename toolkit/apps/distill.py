@@ -30,7 +30,6 @@ import json
 import math
 import os
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgecodec.coding import candidate_seeds
 from edgecodec.errors import EdgecodecError
 from edgecodec.frames import to_model_input
 from edgecodec.imageio import list_images, load_image, write_text_atomic
@@ -125,7 +125,7 @@ def teacher_targets(teacher, rgb: np.ndarray) -> Target:
     images, x0s, noises = [], [], []
     for rate in range(spec.num_rates):
         idx = top[:, : rate + 1]
-        seed = zlib.crc32(idx.numpy().astype(np.int64).tobytes())  # as coding.encode_image writes it
+        seed = candidate_seeds(idx.numpy(), 1)[0]  # the seed a plain encode stores
         noise = torch.from_numpy(portable_noise(seed, (1, spec.latent_channels) + tuple(idx.shape[2:])))
         code = teacher.quantizer.dequantize(idx)
         values = {k: v[rate:rate + 1] for k, v in consts.items()}

@@ -7,49 +7,63 @@ The measuring is the harness's (edgecodec.harness); this module only makes the s
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
-from edgecodec.coding import encode_image
+from edgecodec.coding import encode_image, encode_with
 from edgecodec.errors import EdgecodecError
 from edgecodec.harness import Case, compare, per_rate, summarize
-from edgecodec.weights import LoadedModel
+from edgecodec.metrics import ms_ssim_available
+
+if TYPE_CHECKING:
+    from edgecodec.weights import LoadedModel
 
 KEYS = ("bpp", "psnr", "ms_ssim")
 
 
-def stream_cases(loaded: LoadedModel, images: Iterable[tuple[str, np.ndarray]], rates: list[int]) -> list[Case]:
-    return [Case(name, rate, rgb, encode_image(loaded.codec, rgb, rate)) for name, rgb in images for rate in rates]
+def stream_cases(loaded: LoadedModel, images: Iterable[tuple[str, np.ndarray]], rates: list[int],
+                 seeds: int = 1) -> list[Case]:
+    return [Case(name, rate, rgb, encode_image(loaded.codec, rgb, rate, seeds=seeds))
+            for name, rgb in images for rate in rates]
 
 
-def evaluate(loaded: LoadedModel, decoder, images: Iterable[tuple[str, np.ndarray]], rates: list[int],
+def evaluate(encoder, decoder, images: Iterable[tuple[str, np.ndarray]], rates: list[int],
              on_stream: Callable[[str, int, bytes, np.ndarray], None] | None = None,
-             progress: Callable[[], None] | None = None) -> dict:
+             progress: Callable[[], None] | None = None, seeds: int = 1) -> dict:
+    """`encoder` and `decoder` are runtimes (runtimes.Decoder): torch, or a bundle's graphs."""
     keep = None if on_stream is None else (lambda c, image: on_stream(c.name, c.rate, c.data, image))
-    rows = compare(stream_cases(loaded, images, rates), lambda c: decoder.decode(c.data), with_ms_ssim=True,
-                   on_output=keep, progress=progress)
+    cases = [Case(name, rate, rgb, encode_with(encoder, rgb, rate, seeds=seeds)) for name, rgb in images
+             for rate in rates]
+    rows = compare(cases, lambda c: decoder.decode(c.data), with_ms_ssim=ms_ssim_available(), on_output=keep,
+                   progress=progress)
+    for row in rows:
+        row.setdefault("ms_ssim", None)  # n/a without torch (metrics.ms_ssim_available)
     return {
-        "model": {"name": loaded.name, "source": loaded.source, "trained": loaded.trained},
+        "model": encoder.model,
         "runtime": decoder.info.to_json(),
+        "encoder": encoder.info.backend,
+        "seeds": seeds,
         "mean": summarize(rows, KEYS),
         "per_rate": per_rate(rows, KEYS),
         "images": rows,
     }
 
 
-def ablation(loaded: LoadedModel, images: Iterable[tuple[str, np.ndarray]], rates: list[int]) -> list[dict]:
+def ablation(loaded: LoadedModel, images: Iterable[tuple[str, np.ndarray]], rates: list[int],
+             seeds: int = 1) -> list[dict]:
     """Per rate: PSNR of the full decode versus each of the family's ablations (for DiffO-style
     models: the dequantized latent straight through the pixel decoder, no denoiser), both in torch
-    on the same streams."""
+    on the same streams; with a seed search, also the decode with the seed a plain encode stores."""
     import torch
 
     from edgecodec import bitstream
+    from edgecodec.coding import candidate_seeds
     from edgecodec.noise import portable_noise
 
     codec = loaded.codec.eval()
     spec = codec.stream_spec()
-    cases = stream_cases(loaded, images, rates)
+    cases = stream_cases(loaded, images, rates, seeds)
     for case in cases:
         parsed = bitstream.parse(case.data, spec)
         idx = torch.from_numpy(parsed.indices)
@@ -70,7 +84,48 @@ def ablation(loaded: LoadedModel, images: Iterable[tuple[str, np.ndarray]], rate
         for r in per_rate(compare(cases, partial), ("psnr",)):
             out[r["rate"]][f"psnr_{name}"] = r["psnr"]
             out[r["rate"]].setdefault("gain_db", out[r["rate"]]["psnr_with_denoiser"] - r["psnr"])
+    if seeds > 1:
+        def first_seed(case):
+            idx, _, rate = case.inputs
+            noise = portable_noise(candidate_seeds(idx.numpy(), 1)[0], (1, spec.latent_channels) + idx.shape[2:])
+            with torch.no_grad():
+                return codec.decode_graph(idx, torch.from_numpy(noise), rate).numpy()
+
+        for r in per_rate(compare(cases, first_seed), ("psnr",)):
+            row = out[r["rate"]]
+            row["psnr_without_seed_search"] = r["psnr"]
+            row["seed_search_gain_db"] = row["psnr_with_denoiser"] - r["psnr"]
     return [out[r] for r in rates]
+
+
+def markdown_table(result: dict) -> str:
+    """The per-rate table of an eval result (with its ablation and baselines when present), as the
+    model cards print it."""
+    extra = {r["rate"]: r for r in result.get("ablation", [])}
+    base = {r["rate"]: r for r in result.get("baselines", [])}
+    cols = ["rate", "bpp", "PSNR dB", "MS-SSIM"]
+    has = lambda key: extra and all(key in e for e in extra.values())  # noqa: E731
+    if has("psnr_without_denoiser"):
+        cols += ["PSNR without denoiser", "denoiser gain"]
+    if has("seed_search_gain_db"):
+        cols += ["PSNR with the first seed", f"seed search gain ({result.get('seeds', '?')} seeds)"]
+    if base:
+        cols += ["JPEG bpp for our PSNR", "WebP bpp for our PSNR"]
+    n = len({r["name"] for r in result["images"]})
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in result["per_rate"]:
+        r = row["rate"]
+        cells = [str(r), f"{row['bpp']:.4f}", f"{row['psnr']:.2f}",
+                 "-" if row["ms_ssim"] is None else f"{row['ms_ssim']:.4f}"]
+        if has("psnr_without_denoiser"):
+            cells += [f"{extra[r]['psnr_without_denoiser']:.2f}", f"{extra[r]['gain_db']:+.2f}"]
+        if has("seed_search_gain_db"):
+            cells += [f"{extra[r]['psnr_without_seed_search']:.2f}", f"{extra[r]['seed_search_gain_db']:+.2f}"]
+        if base:
+            cells += [f"{base[r][f'{fmt}_bpp']:.4f} ({base[r][f'{fmt}_at_floor']}/{n} at floor)"
+                      for fmt in ("jpeg", "webp")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def parse_rates(text: str, num_rates: int) -> list[int]:
