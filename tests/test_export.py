@@ -1,6 +1,7 @@
 """Export to ONNX and OpenVINO IR, the bundle contract, and torch-free decoding."""
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -88,7 +89,6 @@ def test_stream_of_another_size_is_refused_clearly(tiny, bundle, photo):
 
 
 def _copy(bundle, tmp_path):
-    import shutil
 
     dst = tmp_path / "copy"
     shutil.copytree(bundle.root, dst)
@@ -174,3 +174,22 @@ def test_export_cli_errors(capsys):
     assert "not a positive multiple of 64" in capsys.readouterr().err
     assert main(["export", "--size", "64x64", "--format", "tflite", "-o", "/tmp/never"]) == 2
     assert "unknown format tflite" in capsys.readouterr().err
+
+
+def test_a_bundle_without_encoder_says_so(bundle, photo, tmp_path, capsys):
+    """Bundles made before the encode graph decode as before; encoding with them is refused in one line."""
+    from edgecodec.apps.cli import main
+    from edgecodec.imageio import save_png
+
+    dst = tmp_path / "old"
+    shutil.copytree(bundle.root, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    for g in m["graphs"]:
+        del g["encoder"]
+    (dst / "manifest.json").write_text(json.dumps(m))
+    save_png(tmp_path / "a.png", np.ascontiguousarray(photo[:SIZE[0], :SIZE[1]]))
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.edc"), "--bundle", str(dst),
+                 "--runtime", "openvino-cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no encoder" in err[0] and "export it again" in err[0]
+    assert not (tmp_path / "a.edc").exists()

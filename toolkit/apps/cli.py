@@ -39,10 +39,7 @@ def cmd_encode(args) -> int:
     from edgecodec.runtimes import create_decoder
 
     rgb = load_image(args.image, max_pixels=args.max_pixels, notify=_say)
-    runtime = create_decoder(args.runtime, model=args.model or (None if args.bundle else DEFAULT_MODEL),
-                             bundle=args.bundle)
-    if not runtime.can_encode:
-        raise EdgecodecError(f"bundle {args.bundle} has no encoder (made before edgecodec 0.2): export it again")
+    runtime = create_decoder(args.runtime, model=args.model, bundle=args.bundle)  # a bundle without an encoder says so
     data = encode_with(runtime, rgb, args.rate, seed=args.seed, seeds=1 if args.seed is not None else args.seeds)
     write_bytes_atomic(args.output, data)
     h, w = rgb.shape[:2]
