@@ -89,7 +89,6 @@ def test_stream_of_another_size_is_refused_clearly(tiny, bundle, photo):
 
 
 def _copy(bundle, tmp_path):
-
     dst = tmp_path / "copy"
     shutil.copytree(bundle.root, dst)
     return dst
