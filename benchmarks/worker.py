@@ -70,13 +70,14 @@ def measure(runtime: str, stream: bytes, bundle: str | None = None, model: str |
 
     options = {"threads": threads} if threads else {}
     t0 = time.perf_counter()
-    if backend.needs_bundle:  # compile only the graph being measured
+    if backend.needs_bundle:  # compile only the graph being measured (every graph when the size is tiled)
         from edgecodec.bundle import open_bundle
         from edgecodec.frames import padded_size
 
-        multiple = open_bundle(bundle, verify=False).spec.multiple
-        size = padded_size(header.height, header.width, multiple)
-        decoder = create_decoder(runtime, bundle=bundle, sizes=[size], **options)
+        opened = open_bundle(bundle, verify=False)
+        size = padded_size(header.height, header.width, opened.spec.multiple)
+        has = any(tuple(g["size"]) == size for g in opened.manifest["graphs"])
+        decoder = create_decoder(runtime, bundle=bundle, sizes=[size] if has else None, **options)
     else:
         decoder = create_decoder(runtime, model=model, **options)
     construct_ms = (time.perf_counter() - t0) * 1e3
@@ -117,6 +118,7 @@ def measure(runtime: str, stream: bytes, bundle: str | None = None, model: str |
         "runtime": runtime,
         "precision": info.get("precision"),
         "size": [header.height, header.width],
+        "tiles": _tiles(decoder, header),
         "rate": header.rate,
         "latency_ms": summarize(latencies),
         "samples_ms": latencies,
@@ -146,6 +148,12 @@ def measure(runtime: str, stream: bytes, bundle: str | None = None, model: str |
 
         result["gflops"] = decode_flops(decoder.loaded.codec.cfg, header.height, header.width) / 1e9
     return result
+
+
+def _tiles(decoder, header) -> int:
+    """How many graph calls one decode makes (1: the image in one piece)."""
+    grid = decoder.grid_for(*decoder.spec.latent_size(header.height, header.width))
+    return 1 if grid is None else grid.count
 
 
 def probe_all() -> dict:

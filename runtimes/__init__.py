@@ -84,9 +84,10 @@ def bundle_problem(runtime: str, manifest: dict, size: tuple[int, int]) -> str |
     precision = manifest.get("precision", "fp32")
     if precision not in b.precisions:
         return f"runtime '{runtime}' does not run {precision} graphs"
-    g = next((g for g in manifest["graphs"] if tuple(g["size"]) == tuple(size)), {})
-    if b.format not in (g.get("files") or {}):
-        return f"the bundle has no {b.format} graph for {size[0]}x{size[1]}"
+    exact = [g for g in manifest["graphs"] if tuple(g["size"]) == tuple(size)]
+    # a size without its own graph is decoded in tiles of the others (tiling.py)
+    if not any(b.format in (g.get("files") or {}) for g in exact or manifest["graphs"]):
+        return f"the bundle has no {b.format} graph" + (f" for {size[0]}x{size[1]}" if exact else "")
     return None
 
 

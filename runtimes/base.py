@@ -1,7 +1,8 @@
 """The Decoder interface every backend implements, and the host-side half they all share.
 
 Host side (numpy only, identical on every machine): parse + entropy-decode the stream, draw the
-portable noise, crop and quantize the graph output. A backend only supplies `run_graph`, so two
+portable noise, tile sizes its graphs do not run (tiling.py), crop and quantize the graph output.
+A backend only supplies `run_graph` and `encode_indices` on the sizes it has (`tile_sizes`), so two
 backends can be compared tensor for tensor on the same inputs.
 """
 
@@ -17,6 +18,8 @@ from edgecodec import bitstream
 from edgecodec.frames import to_image
 from edgecodec.noise import portable_noise
 from edgecodec.spec import StreamSpec
+
+from . import tiling
 
 
 @dataclass
@@ -65,6 +68,38 @@ class Decoder(ABC):
         """(1, 3, Hp, Wp) float32 image in [-1, 1] (frames.to_model_input) -> (1, S, h, w) int64
         indices of every VQ stage: the model's encoder, on this runtime (coding.encode_with)."""
 
+    @abstractmethod
+    def grid_for(self, h: int, w: int) -> tiling.Grid | None:
+        """How an h x w latent grid is cut into tiles this runtime's graphs run; None: in one piece."""
+
+    def decode_latent(self, indices: np.ndarray, noise: np.ndarray, rate: int, height: int, width: int) -> np.ndarray:
+        """Indices and noise of a whole image -> its H x W x 3 uint8 decode, tile by tile if needed.
+        Sets last_timings' graph_ms (graph calls) and post_ms (blend, crop, quantize)."""
+        graph_s = 0.0
+
+        def run(idx: np.ndarray, eps: np.ndarray) -> np.ndarray:
+            nonlocal graph_s
+            t = time.perf_counter()
+            out = self.run_graph(idx, eps, rate)
+            graph_s += time.perf_counter() - t
+            return out
+
+        t0 = time.perf_counter()
+        grid = self.grid_for(*indices.shape[2:])
+        if grid is None:
+            image = to_image(run(indices, noise), height, width)
+        else:
+            image = tiling.decode(run, indices, noise, grid, self.spec.downsample, height, width)
+        total = time.perf_counter() - t0
+        self.last_timings.update(graph_ms=graph_s * 1e3, post_ms=(total - graph_s) * 1e3)
+        return image
+
+    def encode_pixels(self, image: np.ndarray) -> np.ndarray:
+        """`encode_indices` for an image of any size, tile by tile if needed."""
+        ds = self.spec.downsample
+        grid = self.grid_for(image.shape[2] // ds, image.shape[3] // ds)
+        return self.encode_indices(image) if grid is None else tiling.encode(self.encode_indices, image, grid, ds)
+
     def parse(self, data: bytes) -> bitstream.ParsedStream:
         return bitstream.parse(data, self.spec)
 
@@ -78,10 +113,5 @@ class Decoder(ABC):
         t1 = time.perf_counter()
         noise = self.noise_for(parsed)
         t2 = time.perf_counter()
-        out = self.run_graph(parsed.indices, noise, parsed.rate)
-        t3 = time.perf_counter()
-        image = to_image(out, parsed.header.height, parsed.header.width)
-        t4 = time.perf_counter()
-        self.last_timings = {"parse_ms": (t1 - t0) * 1e3, "noise_ms": (t2 - t1) * 1e3,
-                             "graph_ms": (t3 - t2) * 1e3, "post_ms": (t4 - t3) * 1e3}
-        return image
+        self.last_timings = {"parse_ms": (t1 - t0) * 1e3, "noise_ms": (t2 - t1) * 1e3}
+        return self.decode_latent(parsed.indices, noise, parsed.rate, parsed.header.height, parsed.header.width)

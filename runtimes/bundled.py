@@ -1,6 +1,6 @@
 """What the ONNX Runtime and OpenVINO decoders share: a verified bundle, one compiled graph per
-size, indices padded to every VQ stage (the graph masks the unused ones by rate), and the bundle's
-encode graphs, compiled on first use."""
+size, indices padded to every VQ stage (the graph masks the unused ones by rate), the bundle's
+encode graphs, compiled on first use, and tiles of those sizes for every other image size."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 from edgecodec.errors import BundleError
 from edgecodec.bundle import Bundle, open_bundle
 
+from . import tiling
 from .base import Decoder
 
 
@@ -32,6 +33,14 @@ class BundleDecoder(Decoder):
             t3 = time.perf_counter()
             self.setup_timings["read_ms"] += (t2 - t1) * 1e3
             self.setup_timings["compile_ms"] += (t3 - t2) * 1e3
+
+    def grid_for(self, h: int, w: int) -> tiling.Grid | None:
+        ds = self.spec.downsample
+        if (h * ds, w * ds) in self._graphs:
+            return None
+        if not self._graphs:
+            raise BundleError(f"this decoder loaded no graph of {self.bundle.root}")
+        return tiling.pick_grid(h, w, [(gh // ds, gw // ds) for gh, gw in self._graphs])
 
     def load_graph(self, graph: dict) -> object:
         """Read the graph file(s) of a manifest entry (a decode graph or its encoder) into the

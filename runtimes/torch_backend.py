@@ -8,7 +8,10 @@ import torch
 from edgecodec.errors import RuntimeUnavailable
 from edgecodec.weights import LoadedModel, load_model
 
+from . import tiling
 from .base import Decoder, RuntimeInfo
+
+TILE = (1024, 1024)  # pixels: larger images decode (and encode) tile by tile, in bounded memory
 
 
 def resolve_device(device: str) -> torch.device:
@@ -28,7 +31,8 @@ def probe(device: str) -> tuple[bool, str]:
 class TorchDecoder(Decoder):
     name = "torch"
 
-    def __init__(self, model: str | LoadedModel = "tiny", device: str = "auto", threads: int | None = None):
+    def __init__(self, model: str | LoadedModel = "tiny", device: str = "auto", threads: int | None = None,
+                 tile: tuple[int, int] = TILE):
         loaded = model if isinstance(model, LoadedModel) else load_model(model)
         super().__init__(loaded.codec.stream_spec())
         self.loaded = loaded
@@ -36,6 +40,13 @@ class TorchDecoder(Decoder):
         if threads:
             torch.set_num_threads(threads)
         self.codec = loaded.codec.to(self.device).eval()
+        m = self.spec.multiple
+        if tile[0] % m or tile[1] % m:
+            raise RuntimeUnavailable(f"tile {tile[0]}x{tile[1]} is not a multiple of the model's {m} px")
+        self.tile = (tile[0] // self.spec.downsample, tile[1] // self.spec.downsample)
+
+    def grid_for(self, h: int, w: int) -> tiling.Grid | None:
+        return None if h <= self.tile[0] and w <= self.tile[1] else tiling.Grid.plan(h, w, self.tile)
 
     @property
     def info(self) -> RuntimeInfo:

@@ -1,5 +1,7 @@
-"""Encoding an image to .edc bytes: with the torch model (`encode_image`) or with any runtime that
-has the model's encoder, such as a bundle's encode graph on an install without torch (`encode_with`).
+"""Encoding an image to .edc bytes: with any runtime that has the model's encoder (`encode_with`:
+torch, or a bundle's encode graph on an install without torch), tile by tile where the image is
+larger than the runtime's graphs; or with a torch model in one piece (`encode_image`, for images
+the size of a graph: calibration, tests).
 
 The stream carries its noise seed, so the encoder may choose it: `seeds > 1` decodes the code
 with that many candidate seeds and keeps the one closest to the original (seed search: quality
@@ -40,8 +42,8 @@ def encode_image(codec, rgb: np.ndarray, rate: int, seed: int | None = None, see
 
     def decode(idx: np.ndarray, noise: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return codec.decode_graph(torch.from_numpy(idx).to(device), torch.from_numpy(noise).to(device),
-                                      rate).cpu().numpy()
+            out = codec.decode_graph(torch.from_numpy(idx).to(device), torch.from_numpy(noise).to(device), rate)
+        return to_image(out.cpu().numpy(), *rgb.shape[:2])
 
     return _write(spec, indices, rgb, rate, seed, seeds, decode)
 
@@ -51,9 +53,9 @@ def encode_with(runtime, rgb: np.ndarray, rate: int, seed: int | None = None, se
     seed search, its own decode graph, so the seed is chosen for the decoder that will run."""
     spec = runtime.spec
     _check(spec, rate, seed, seeds)
-    indices = runtime.encode_indices(to_model_input(rgb, spec.multiple))[:, : rate + 1]
+    indices = runtime.encode_pixels(to_model_input(rgb, spec.multiple))[:, : rate + 1]
     return _write(spec, np.ascontiguousarray(indices, np.int64), rgb, rate, seed, seeds,
-                  lambda idx, noise: runtime.run_graph(idx, noise, rate))
+                  lambda idx, noise: runtime.decode_latent(idx, noise, rate, *rgb.shape[:2]))
 
 
 def _check(spec: StreamSpec, rate: int, seed: int | None, seeds: int) -> None:
@@ -67,6 +69,7 @@ def _check(spec: StreamSpec, rate: int, seed: int | None, seeds: int) -> None:
 
 def _write(spec: StreamSpec, indices: np.ndarray, rgb: np.ndarray, rate: int, seed: int | None, seeds: int,
            decode: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> bytes:
+    """`decode(indices, noise)` -> the H x W x 3 uint8 image a decoder would show (for the seed search)."""
     height, width = rgb.shape[:2]
     if seed is None:
         seed = _search(spec, indices, rgb, candidate_seeds(indices, seeds), decode)
@@ -81,6 +84,6 @@ def _search(spec: StreamSpec, indices: np.ndarray, rgb: np.ndarray, seeds: list[
     target = rgb.astype(np.int32)
     errors = []
     for seed in seeds:
-        diff = to_image(decode(indices, portable_noise(seed, shape)), *rgb.shape[:2]).astype(np.int32) - target
+        diff = decode(indices, portable_noise(seed, shape)).astype(np.int32) - target
         errors.append(int((diff * diff).sum()))
     return seeds[int(np.argmin(errors))]

@@ -3,15 +3,12 @@
 The shifted-window mask reproduces the reference exactly, quirks included: the reference builds it
 on a (1, 1, H, W) tensor indexed as if it were (1, H, W, 1), so regions are separated along H only,
 and it flattens each window column-major. Trained weights rely on that, so we keep it — but we
-compute it in numpy once per feature-map shape and feed it to the graph as a constant, which is
-what lets the graph export.
+compute it from the static feature-map shape, so the export and torch.compile both fold it to a
+constant.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,20 +18,19 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(groups, channels), channels)  # ResShift's GroupNorm32, eps 1e-5
 
 
-@lru_cache(maxsize=64)
-def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
-    """(num_windows, window², window²) additive mask, 0 or -100, exactly as the reference computes it."""
-    region = np.zeros((height, width), np.float32)
-    # The reference's h-slices hit a size-1 axis: only the last one is non-empty, so the labels
-    # 6, 7, 8 of its 3x3 loop land on the H bands [0, H-ws), [H-ws, H-shift), [H-shift, H).
-    region[: height - window] = 6
-    region[height - window: height - shift] = 7
-    region[height - shift:] = 8
+def shifted_window_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """(num_windows, window², window²) additive mask, 0 or -100, exactly as the reference computes it.
+    Torch ops on static sizes: constant-folded by the ONNX export and by torch.compile alike."""
+    # The reference's h-slices hit a size-1 axis: only the last one is non-empty, so its 3x3 loop
+    # labels just three H bands: [0, H-ws), [H-ws, H-shift), [H-shift, H).
+    rows = torch.arange(height)
+    band = (rows >= height - window).to(torch.int64) + (rows >= height - shift).to(torch.int64)
+    region = band[:, None].expand(height, width)
     win = region.reshape(height // window, window, width // window, window)
     # windows in row-major order; tokens inside a window flattened column-major (the permute quirk)
-    win = win.transpose(0, 2, 3, 1).reshape(-1, window * window)
-    diff = win[:, None, :] - win[:, :, None]
-    return np.where(diff != 0, np.float32(-100.0), np.float32(0.0)).astype(np.float32)
+    win = win.permute(0, 2, 3, 1).reshape(-1, window * window)
+    differ = win[:, None, :] != win[:, :, None]
+    return torch.where(differ, torch.tensor(-100.0), torch.tensor(0.0))
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -102,7 +98,7 @@ class SwinBlock(nn.Module):
         win = y.reshape(b, c, h // ws, ws, w // ws, ws).permute(0, 2, 4, 3, 5, 1).reshape(-1, ws * ws, c)
         mask = None
         if s:
-            mask = torch.from_numpy(shifted_window_mask(h, w, ws, s)).to(x.device, x.dtype)
+            mask = shifted_window_mask(h, w, ws, s).to(x.device, x.dtype)
         win = self.attn(win, mask)
         y = win.reshape(b, h // ws, w // ws, ws, ws, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
         if s:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
-from edgecodec.coding import encode_image, encode_with
+from edgecodec.coding import encode_with
 from edgecodec.errors import EdgecodecError
 from edgecodec.harness import Case, compare, per_rate, summarize
 from edgecodec.metrics import ms_ssim_available
@@ -24,8 +24,11 @@ KEYS = ("bpp", "psnr", "ms_ssim")
 
 def stream_cases(loaded: LoadedModel, images: Iterable[tuple[str, np.ndarray]], rates: list[int],
                  seeds: int = 1) -> list[Case]:
-    return [Case(name, rate, rgb, encode_image(loaded.codec, rgb, rate, seeds=seeds))
-            for name, rgb in images for rate in rates]
+    """Streams of the torch model's encoder (tiled like its decoder above TorchDecoder's tile size)."""
+    from edgecodec.runtimes.torch_backend import TorchDecoder
+
+    encoder = TorchDecoder(loaded, device=str(next(loaded.codec.parameters()).device))
+    return [Case(name, rate, rgb, encode_with(encoder, rgb, rate, seeds=seeds)) for name, rgb in images for rate in rates]
 
 
 def evaluate(encoder, decoder, images: Iterable[tuple[str, np.ndarray]], rates: list[int],
