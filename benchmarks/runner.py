@@ -115,7 +115,9 @@ def resolve_runtimes(requested: str | list[str], manifest: dict, reference: bool
         for b in sorted(BACKENDS.values(), key=lambda b: b.auto_rank):
             ok, why = usable.get(b.name, (False, "not probed"))
             problems = [bundle_problem(b.name, manifest, s) for s in sizes] if b.needs_bundle else []
-            if b.device == "auto":
+            if b.in_all:
+                skipped[b.name] = b.in_all
+            elif b.device == "auto":
                 skipped[b.name] = "picks one of the devices measured on their own; name it to measure it"
             elif not ok:
                 skipped[b.name] = why

@@ -48,6 +48,7 @@ class Backend:
     precisions: tuple[str, ...]
     format: str | None
     auto_rank: int  # `auto` takes the usable backend with the lowest rank
+    in_all: str = ""  # why `bench --runtime all` leaves it out unless named ("" = included)
 
     @property
     def needs_bundle(self) -> bool:
@@ -65,6 +66,9 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch-cuda", "torch_backend", "TorchDecoder", "torch", "cuda", ("fp32",), None, 50),
     Backend("torch", "torch_backend", "TorchDecoder", "torch", "auto", ("fp32",), None, 90),
     Backend("torch-cpu", "torch_backend", "TorchDecoder", "torch", "cpu", ("fp32",), None, 95),
+    # never `auto`'s pick: its first decode of each size compiles for a minute or more
+    Backend("torch-compiled", "torch_compiled_backend", "CompiledDecoder", "torch", "auto", ("fp32", "fp16", "bf16"),
+            None, 100, in_all="compiles for minutes on first use: name it (--runtime torch-compiled) to measure it"),
 )}
 
 

@@ -1,12 +1,13 @@
-"""OpenVINO decoder: CPU, Intel GPU or AUTO (no torch). LATENCY hint and a model cache."""
+"""OpenVINO decoder: CPU, Intel GPU or AUTO (no torch). LATENCY hint, a model cache, and reduced
+precision guarded by an automatic f32 fallback."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
+from edgecodec.cache import cache_root
 from edgecodec.errors import RuntimeUnavailable
 
 from .base import RuntimeInfo
@@ -15,16 +16,33 @@ from .bundled import BundleDecoder
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "auto": "AUTO"}
 
 
+@dataclass
+class Compiled:
+    """One compiled graph, with what recompiling it in f32 needs."""
+
+    request: object
+    compiled: object
+    hint: str | None  # the INFERENCE_PRECISION_HINT asked for (None: the device's default)
+    model: object
+    graph: dict
+
+
 class OvDecoder(BundleDecoder):
-    def __init__(self, bundle, device: str = "cpu", threads: int | None = None, sizes=None):
+    """Options: `threads` (CPU); `inference_precision` (f32, f16, bf16) overriding the policy of
+    `precision_hint`; `activations_scale` (GPU: OpenVINO's ACTIVATIONS_SCALE_FACTOR, which scales
+    activations down ahead of the layers that overflow f16)."""
+
+    def __init__(self, bundle, device: str = "cpu", threads: int | None = None, sizes=None,
+                 inference_precision: str | None = None, activations_scale: float | None = None):
         import openvino as ov
 
         self.ov, self.device = ov, DEVICES[device]
         self.core = ov.Core()
-        cache = Path(os.environ.get("EDGECODEC_CACHE", Path.home() / ".cache" / "edgecodec")) / "openvino"
+        cache = cache_root() / "openvino"
         cache.mkdir(parents=True, exist_ok=True)
         self.core.set_property({"CACHE_DIR": str(cache)})  # GPU kernels compile in seconds to minutes
-        self.threads = threads
+        self.threads, self.inference_precision, self.activations_scale = threads, inference_precision, activations_scale
+        self.f32_fallbacks: list[list[int]] = []
         if self.device != "AUTO" and self.device not in self.core.available_devices:
             raise RuntimeUnavailable(f"OpenVINO device {self.device} is not available here "
                                      f"(available: {', '.join(self.core.available_devices)})")
@@ -36,26 +54,47 @@ class OvDecoder(BundleDecoder):
             raise RuntimeUnavailable(f"bundle {self.bundle.root} has no OpenVINO IR (export with --format openvino)")
         return self.core.read_model(str(self.bundle.path(graph["files"]["openvino"])))
 
-    def compile_graph(self, model, graph: dict):
+    def precision_hint(self, graph: dict) -> str | None:
+        """The CPU plugin silently computes in bf16 on CPUs with AMX/AVX512-BF16 (seen here: errors
+        of 0.1 on the [0, 1] image), so fp32 bundles, and int8 ones on CPU, ask for f32. An fp16
+        bundle, and an int8 one on GPU, take the device's own reduced precision (f16 on GPU, bf16
+        where the CPU has it), guarded by `infer`'s f32 fallback."""
+        if self.inference_precision:
+            return self.inference_precision
+        precision = graph.get("precision", self.bundle.precision)
+        if self.device == "AUTO" or precision == "fp16" or (precision == "int8" and self.device == "GPU"):
+            return None
+        return "f32"
+
+    def compile_graph(self, model, graph: dict, hint: str | None = None) -> Compiled:
+        hint = hint or self.precision_hint(graph)
         config = {"PERFORMANCE_HINT": "LATENCY"}
-        # The CPU plugin silently computes in bf16 on CPUs with AMX/AVX512-BF16 (seen here: errors
-        # of 0.1 on the [0, 1] image). An fp32 or int8 bundle asks for f32; an fp16 bundle takes
-        # the device's own reduced precision (f16 on GPU, bf16 where the CPU has it).
-        if graph.get("precision", self.bundle.precision) in ("fp32", "int8") and self.device != "AUTO":
-            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if hint:
+            config["INFERENCE_PRECISION_HINT"] = hint
         if self.threads and self.device == "CPU":
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.activations_scale and self.device == "GPU":
+            config["ACTIVATIONS_SCALE_FACTOR"] = float(self.activations_scale)
         compiled = self.core.compile_model(model, self.device, config)
-        return compiled.create_infer_request(), compiled
+        return Compiled(compiled.create_infer_request(), compiled, hint, model, graph)
 
-    def infer(self, compiled, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        request, _ = compiled
-        request.infer(feeds)
-        return request.get_output_tensor(0).data.copy()
+    def run(self, c: Compiled, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        c.request.infer(feeds)
+        return c.request.get_output_tensor(0).data.copy()
+
+    def infer(self, c: Compiled, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        out = self.run(c, feeds)
+        if c.hint != "f32" and not np.isfinite(out).all():
+            # reduced precision overflowed (VAE-style decoders do in f16): this graph runs in f32 from now on
+            fresh = self.compile_graph(c.model, c.graph, "f32")
+            c.request, c.compiled, c.hint = fresh.request, fresh.compiled, fresh.hint
+            self.f32_fallbacks.append(list(c.graph["size"]) if "size" in c.graph else ["encoder"])
+            out = self.run(c, feeds)
+        return out
 
     @property
     def info(self) -> RuntimeInfo:
-        _, compiled = next(iter(self._graphs.values()))
+        compiled = next(iter(self._graphs.values())).compiled
         devices = list(compiled.get_property("EXECUTION_DEVICES"))
         try:
             hint = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
@@ -66,7 +105,8 @@ class OvDecoder(BundleDecoder):
         precision = compute if self.bundle.precision != "int8" else f"int8+{compute}"
         return RuntimeInfo(self.name, ",".join(devices), precision, devices,
                            {"openvino": self.ov.__version__, "inference_precision": hint,
-                            "device_names": names, "bundle": str(self.bundle.root)})
+                            "device_names": names, "bundle": str(self.bundle.root),
+                            "f32_fallbacks": self.f32_fallbacks})
 
 
 def probe(device: str) -> tuple[bool, str]:
