@@ -44,7 +44,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="all",
                    help="comma list of runtimes, or 'all': every usable one that can decode the bundle "
                         "(see `edgecodec devices`; default all)")
-    p.add_argument("--size", default=None, help="HxW: one graph size of the bundle (default: every size)")
+    p.add_argument("--size", default=None, help="HxW image size (default: every graph size of the bundle); a size "
+                                                "the bundle has no graph for is decoded in tiles of its graphs")
     p.add_argument("--runs", type=int, default=10, help="timed decodes per runtime and size (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed decodes after the first (default 2)")
     p.add_argument("--rate", type=int, default=None, help="rate index of the stream (default: the highest)")

@@ -227,6 +227,8 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
         names = resolve_runtimes(config.runtimes, manifest, reference=False, probe=probe_once, skipped=skipped)
         wants_reference = wants_reference or REFERENCE in names
         names = [n for n in names if n != REFERENCE]
+        if plan:  # a runtime that needs no bundle (torch-compiled) runs the model once, with the first bundle
+            names = [n for n in names if BACKENDS[n].needs_bundle]
         if len(paths) > 1:  # a runtime named for the run that one bundle cannot serve (no graph of its format)
             for n in list(names):
                 problems = [bundle_problem(n, manifest, s) for s in sizes]

@@ -97,3 +97,19 @@ def test_torch_decoder_tiles_above_its_tile_size(tiny, photo):
     assert np.array_equal(b, tiled.decode(data))
     with pytest.raises(Exception, match="multiple"):
         create_decoder("torch-cpu", model=tiny, tile=(100, 192))
+
+
+def test_info_reports_how_a_runtime_decodes_a_stream(tiny_bundle, tiny, photo, tmp_path, capsys):
+    """`info --runtime` decodes once and says what ran: 6 tiles of the 128x192 graph for a 200x260 photo."""
+    import json
+
+    from edgecodec.apps.cli import main
+    from edgecodec.coding import encode_image
+
+    stream = tmp_path / "s.edc"
+    stream.write_bytes(encode_image(tiny.codec, photo, 1))
+    assert main(["info", str(stream), "--json", "--runtime", "openvino-cpu", "--bundle", str(tiny_bundle.root)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tiles"] == 6 and out["runtime"]["backend"] == "openvino-cpu" and out["decode_ms"] > 0
+    assert main(["info", str(stream), "--json"]) == 0
+    assert "runtime" not in json.loads(capsys.readouterr().out)  # without --runtime nothing is decoded

@@ -69,11 +69,17 @@ def cmd_info(args) -> int:
     out = {"width": hdr.width, "height": hdr.height, "rate": hdr.rate, "bytes": len(data),
            "bpp": bpp(len(data), hdr.height, hdr.width), "fingerprint": hdr.fingerprint.hex(),
            "seed": hdr.seed, "version": hdr.version, "payload_bytes": hdr.payload_bytes}
+    if args.runtime:  # decode once, then say what the runtime really ran (and compiled) for this stream
+        decoder = _decoder(args)
+        decoder.decode(data)
+        grid = decoder.grid_for(*decoder.spec.latent_size(hdr.height, hdr.width))
+        out.update(decode_ms=round(sum(decoder.last_timings.values()), 1), tiles=1 if grid is None else grid.count,
+                   runtime=decoder.info.to_json())
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         for k, v in out.items():
-            print(f"{k:14s} {v:.5f}" if isinstance(v, float) else f"{k:14s} {v}")
+            print(f"{k:14s} {v:.5f}" if isinstance(v, float) else f"{k:14s} {json.dumps(v) if isinstance(v, dict) else v}")
     return 0
 
 
@@ -412,8 +418,8 @@ def _seeds(p: argparse.ArgumentParser) -> None:
                         f"image; same bytes, more encode time (default {DEFAULT_SEEDS}; 1 = off)")
 
 
-def _decoding(p: argparse.ArgumentParser, runtime_help: str = "decoder backend") -> None:
-    p.add_argument("--runtime", default="auto", help=f"{runtime_help} (see `edgecodec devices`; default auto)")
+def _decoding(p: argparse.ArgumentParser, runtime_help: str = "decoder backend", default: str | None = "auto") -> None:
+    p.add_argument("--runtime", default=default, help=f"{runtime_help} (see `edgecodec devices`; default {default})")
     p.add_argument("--bundle", default=None, help="exported bundle directory (for ONNX Runtime / OpenVINO)")
     p.add_argument("--model", default=None,
                    help="model name or .safetensors path (default: the bundle's model, else tiny)")
@@ -439,9 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     _decoding(p)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("info", help="describe a .edc stream")
+    p = sub.add_parser("info", help="describe a .edc stream (and, with --runtime, how a runtime decodes it)")
     p.add_argument("input")
     p.add_argument("--json", action="store_true")
+    _decoding(p, "also decode it once and report what this runtime ran and compiled: device, precision, "
+                 "providers, tiles", default=None)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("eval", help="rate-distortion of a folder of images")
