@@ -29,7 +29,7 @@ class BundleDecoder(Decoder):
             t1 = time.perf_counter()
             loaded = self.load_graph(g)
             t2 = time.perf_counter()
-            self._graphs[tuple(g["size"])] = self.compile_graph(loaded, g)
+            self._graphs[tuple(g["size"])] = self.checked(self.compile_graph(loaded, g), g, "decode")
             t3 = time.perf_counter()
             self.setup_timings["read_ms"] += (t2 - t1) * 1e3
             self.setup_timings["compile_ms"] += (t3 - t2) * 1e3
@@ -41,6 +41,24 @@ class BundleDecoder(Decoder):
         if not self._graphs:
             raise BundleError(f"this decoder loaded no graph of {self.bundle.root}")
         return tiling.pick_grid(h, w, [(gh // ds, gw // ds) for gh, gw in self._graphs])
+
+    def io_shapes(self, compiled: object) -> dict[str, list[int]]:
+        """Name -> static shape of every input and output of a compiled graph."""
+        raise NotImplementedError
+
+    def checked(self, compiled: object, graph: dict, role: str) -> object:
+        """Refuse a graph file whose inputs and outputs are not what the stream spec and the entry's
+        size call for: a file of another size or another model's geometry, whatever the manifest says."""
+        h, w = graph["size"]
+        spec, ds = self.spec, self.spec.downsample
+        code = [1, spec.num_rates, h // ds, w // ds]
+        want = ({"indices": code, "noise": [1, spec.latent_channels, h // ds, w // ds], "rate": [1],
+                 "image": [1, 3, h, w]} if role == "decode" else {"image": [1, 3, h, w], "indices": code})
+        have = self.io_shapes(compiled)
+        if have != want:
+            raise BundleError(f"bundle {self.bundle.root}: the {role} graph listed for {h}x{w} has inputs and outputs "
+                              f"{have}, not the {want} this model's {h}x{w} graph has")
+        return compiled
 
     def load_graph(self, graph: dict) -> object:
         """Read the graph file(s) of a manifest entry (a decode graph or its encoder) into the
@@ -71,7 +89,8 @@ class BundleDecoder(Decoder):
             if "encoder" not in graph:
                 raise BundleError(f"bundle {self.bundle.root} has no encoder (made before edgecodec 0.2): "
                                   f"export it again to encode without torch")
-            self._encoders[size] = self.compile_graph(self.load_graph(graph["encoder"]), graph["encoder"])
+            compiled = self.compile_graph(self.load_graph(graph["encoder"]), graph["encoder"])
+            self._encoders[size] = self.checked(compiled, graph, "encoder")
         return self.infer(self._encoders[size], {"image": np.ascontiguousarray(image, np.float32)}).astype(np.int64)
 
     def run_graph(self, indices: np.ndarray, noise: np.ndarray, rate: int) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,8 @@ def provider_chain(device: str, cache_dir: Path, precision: str, cuda_graph: boo
 
 class Bound:
     """A session run through IO binding: inputs and output live in fixed buffers on the device,
-    refreshed in place each run — what CUDA-graph replay needs, and no per-run allocation."""
+    refreshed in place each run — what CUDA-graph replay needs, and no per-run allocation. Shared
+    buffers: one run at a time (a lock), where plain sessions run threads concurrently."""
 
     def __init__(self, ort, session, device: str):
         self.ort, self.session, self.device = ort, session, device
@@ -51,8 +53,13 @@ class Bound:
         out = session.get_outputs()[0]
         self.output = ort.OrtValue.ortvalue_from_shape_and_type(out.shape, DTYPES[out.type], device, 0)
         self.binding.bind_ortvalue_output(out.name, self.output)
+        self.lock = threading.Lock()
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with self.lock:
+            return self._run(feeds)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         for name, value in feeds.items():
             value = np.ascontiguousarray(value)
             held = self.inputs.get(name)
@@ -114,6 +121,10 @@ class OrtDecoder(BundleDecoder):
             raise RuntimeUnavailable(f"ONNX Runtime could not start {wanted} here "
                                      f"(session runs on {session.get_providers()[0]})")
         return Bound(self.ort, session, "cuda" if self.device != "cpu" else "cpu") if self.io_binding else session
+
+    def io_shapes(self, compiled) -> dict[str, list[int]]:
+        session = compiled.session if isinstance(compiled, Bound) else compiled
+        return {v.name: list(v.shape) for v in [*session.get_inputs(), *session.get_outputs()]}
 
     def infer(self, compiled, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if isinstance(compiled, Bound):

@@ -3,7 +3,8 @@ precision guarded by an automatic f32 fallback."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,13 +19,21 @@ DEVICES = {"cpu": "CPU", "gpu": "GPU", "auto": "AUTO"}
 
 @dataclass
 class Compiled:
-    """One compiled graph, with what recompiling it in f32 needs."""
+    """One compiled graph, with what recompiling it in f32 needs. An infer request serves one call
+    at a time, so each thread gets its own (a shared decoder is thread-safe)."""
 
-    request: object
     compiled: object
     hint: str | None  # the INFERENCE_PRECISION_HINT asked for (None: the device's default)
     model: object
     graph: dict
+    local: threading.local = field(default_factory=threading.local)
+
+    @property
+    def request(self):
+        request = getattr(self.local, "request", None)
+        if request is None:
+            request = self.local.request = self.compiled.create_infer_request()
+        return request
 
 
 class OvDecoder(BundleDecoder):
@@ -75,8 +84,11 @@ class OvDecoder(BundleDecoder):
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         if self.activations_scale and self.device == "GPU":
             config["ACTIVATIONS_SCALE_FACTOR"] = float(self.activations_scale)
-        compiled = self.core.compile_model(model, self.device, config)
-        return Compiled(compiled.create_infer_request(), compiled, hint, model, graph)
+        return Compiled(self.core.compile_model(model, self.device, config), hint, model, graph)
+
+    def io_shapes(self, c: Compiled) -> dict[str, list[int]]:
+        ports = [*c.compiled.inputs, *c.compiled.outputs]
+        return {p.get_any_name(): [d.get_length() if d.is_static else -1 for d in p.get_partial_shape()] for p in ports}
 
     def run(self, c: Compiled, feeds: dict[str, np.ndarray]) -> np.ndarray:
         c.request.infer(feeds)
@@ -87,7 +99,7 @@ class OvDecoder(BundleDecoder):
         if c.hint != "f32" and not np.isfinite(out).all():
             # reduced precision overflowed (VAE-style decoders do in f16): this graph runs in f32 from now on
             fresh = self.compile_graph(c.model, c.graph, "f32")
-            c.request, c.compiled, c.hint = fresh.request, fresh.compiled, fresh.hint
+            c.compiled, c.hint, c.local = fresh.compiled, fresh.hint, fresh.local
             self.f32_fallbacks.append(list(c.graph["size"]) if "size" in c.graph else ["encoder"])
             out = self.run(c, feeds)
         return out

@@ -137,6 +137,12 @@ def test_manifest_for_another_model_is_refused(bundle, tmp_path):
     m = json.loads((dst / "manifest.json").read_text())
     m["model"]["fingerprint"] = "00" * 8
     (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="does not match its checksum"):
+        open_bundle(dst)
+    from edgecodec.bundle import manifest_checksum
+
+    m["checksum"] = manifest_checksum(m)  # consistent, but for another model
+    (dst / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="fingerprint"):
         open_bundle(dst)
 
@@ -197,6 +203,7 @@ def test_a_bundle_without_encoder_says_so(bundle, photo, tmp_path, capsys):
     m = json.loads((dst / "manifest.json").read_text())
     for g in m["graphs"]:
         del g["encoder"]
+    del m["checksum"]  # nor a checksum (0.3)
     (dst / "manifest.json").write_text(json.dumps(m))
     save_png(tmp_path / "a.png", np.ascontiguousarray(photo[:SIZE[0], :SIZE[1]]))
     assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.edc"), "--bundle", str(dst),

@@ -154,6 +154,7 @@ class BundleWriter:
             if p.name != MANIFEST and not p.name.startswith("."):
                 files[p.name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         data = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest.to_json(), "files": files}
+        data["checksum"] = manifest_checksum(data)
         write_text_atomic(self.staging / MANIFEST, json.dumps(data, indent=2))
         return Bundle(self.staging, data)
 
@@ -179,6 +180,13 @@ class BundleWriter:
             self.abort()
 
 
+def manifest_checksum(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON without this field: an edited or damaged manifest
+    (a size, the prior, a precision) no longer matches. It detects accidents, not forgery."""
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def open_bundle(root: str | os.PathLike, verify: bool = True) -> Bundle:
     """Read and check a bundle: manifest present and well-formed, every file present with its sha256."""
     root = Path(root)
@@ -196,12 +204,17 @@ def open_bundle(root: str | os.PathLike, verify: bool = True) -> Bundle:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"bundle format version {manifest.get('format_version')} is not supported "
                           f"(this edgecodec reads {FORMAT_VERSION})")
+    # bundles written before edgecodec 0.3 carry no checksum
+    if "checksum" in manifest and manifest["checksum"] != manifest_checksum(manifest):
+        raise BundleError(f"{mpath} was edited or damaged: it does not match its checksum")
     Manifest.check(manifest, str(mpath))
     if verify:
         for name, meta in manifest["files"].items():
             p = root / name
             if Path(name).name != name:
                 raise BundleError(f"bundle manifest names a file outside the bundle: {name}")
+            if p.is_symlink():  # a link may point anywhere: a bundle is plain files in one directory
+                raise BundleError(f"bundle {root}: {name} is a symbolic link (bundles hold plain files)")
             if not p.is_file():
                 raise BundleError(f"bundle {root} is incomplete: {name} is missing")
             if p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:

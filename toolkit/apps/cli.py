@@ -183,6 +183,9 @@ def cmd_train(args) -> int:
         recipe.batch = (args.batch,) * 3
     if args.crop is not None:
         recipe.crop = (args.crop,) * 3
+    if args.checkpoint_every < 1:
+        raise EdgecodecError("--checkpoint-every must be at least 1")
+    recipe.checkpoint_every = args.checkpoint_every
     trainer = Trainer(args.config, args.data, args.out, recipe, val=args.val)
     if args.resume:
         trainer.load_checkpoint()
@@ -201,7 +204,9 @@ def cmd_distill(args) -> int:
     from .distill import DistillRecipe, Distiller, distributed_from_env, student_config
 
     recipe = DistillRecipe(seed=args.seed)
-    for key in ("steps", "batch", "crop", "lr"):
+    if args.checkpoint_every < 1:
+        raise EdgecodecError("--checkpoint-every must be at least 1")
+    for key in ("steps", "batch", "crop", "lr", "checkpoint_every"):
         if getattr(args, key) is not None:
             setattr(recipe, key, getattr(args, key))
     teacher = load_model(args.teacher)
@@ -515,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/checkpoint.pt")
     p.add_argument("--steps", type=int, default=None, help="total steps over all stages (default 17000)")
     p.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after N steps this run")
+    p.add_argument("--checkpoint-every", type=int, default=250, metavar="N",
+                   help="write the checkpoint every N steps (atomically; a killed run resumes from it; default 250)")
     p.add_argument("--batch", type=int, default=None, help="batch size for every stage")
     p.add_argument("--crop", type=int, default=None, help="crop size for every stage (multiple of 64 for tiny)")
     p.add_argument("--seed", type=int, default=0)
@@ -537,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/checkpoint.pt")
     p.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after N steps this run")
+    p.add_argument("--checkpoint-every", type=int, default=250, metavar="N",
+                   help="write the checkpoint every N steps (atomically; a killed run resumes from it; default 250)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory: checkpoint.pt, distill.log, student.safetensors, "
                                                 "report.json")
