@@ -95,6 +95,19 @@ def produce(fmt: str, onnx_path: Path, writer: BundleWriter, stem: str, precisio
     return getattr(importlib.import_module(module), func)(onnx_path, writer, stem, precision)
 
 
+def stamp_graphs(writer: BundleWriter, graphs: list[dict], fingerprint: bytes) -> None:
+    """Write the model's fingerprint into every staged graph file, decoders and encoders, so a
+    runtime refuses a graph of another model even under a manifest made consistent with it."""
+    from edgecodec.runtimes import FORMATS
+
+    for g in graphs:
+        for files in (g["files"], g.get("encoder", {}).get("files", {})):
+            for fmt, name in files.items():
+                if fmt in FORMATS:
+                    module, func = FORMATS[fmt].stamper.split(":")
+                    getattr(importlib.import_module(module), func)(writer.path(name), fingerprint.hex())
+
+
 def export_bundle(loaded: LoadedModel, out: str, formats: list[str], precision: str,
                   sizes: list[tuple[int, int]], parity_images: int = 2,
                   say: Callable[[str], None] = lambda m: None) -> Bundle:
@@ -118,6 +131,7 @@ def export_bundle(loaded: LoadedModel, out: str, formats: list[str], precision: 
                 files.update(produce(fmt, onnx_path, writer, stem, precision))
             encoder = write_encoder(codec, writer, h, w, formats, tmp, say)
             graphs.append(graph_record(codec, h, w, files, encoder))
+        stamp_graphs(writer, graphs, codec.stream_spec().fingerprint)
         manifest = Manifest.for_model(loaded, precision, graphs)
         staged = writer.write_manifest(manifest)
         say("measuring parity against the torch decoder on real photos")

@@ -55,6 +55,18 @@ def export_encoder_onnx(codec: CodecModel, height: int, width: int, path: Path) 
     onnx.checker.check_model(str(path), full_check=True)
 
 
+def stamp(path: Path, fingerprint: str) -> None:
+    """Write the model's stream fingerprint into the graph's metadata (runtimes check it on load)."""
+    import onnx
+
+    from edgecodec.runtimes.onnxruntime_backend import FINGERPRINT_KEY
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    model.metadata_props.add(key=FINGERPRINT_KEY, value=fingerprint)
+    onnx.save(model, str(path))
+
+
 def produce(onnx_path: Path, writer, stem: str, precision: str) -> dict[str, str]:
     """The `onnx` row of runtimes.FORMATS: the exported graph itself, copied into the bundle."""
     import shutil

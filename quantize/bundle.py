@@ -65,7 +65,7 @@ def quantize_bundle(loaded: LoadedModel, out: str, sizes: list[tuple[int, int]],
 
     Calibration items come from `calib_dir` (calibration.build_sets) or, ready-made, from `sets`."""
     from edgecodec.bundle import tool_versions
-    from edgecodec.export.exporter import graph_record, write_encoder
+    from edgecodec.export.exporter import graph_record, stamp_graphs, write_encoder
     from edgecodec.export.parity import parity_gate
 
     options.check()
@@ -103,6 +103,7 @@ def quantize_bundle(loaded: LoadedModel, out: str, sizes: list[tuple[int, int]],
                                 "source": first.source.get("directory")},
                 **section,
             }
+            stamp_graphs(writer, graphs, codec.stream_spec().fingerprint)
             manifest = Manifest.for_model(loaded, "int8", graphs, quantization=section)
             staged = writer.write_manifest(manifest)
             say("measuring PSNR against the original images (FP32 vs INT8)")

@@ -20,17 +20,20 @@ from .base import Decoder, RuntimeInfo
 @dataclass(frozen=True)
 class GraphFormat:
     """A graph format a bundle can carry: the key of its entry in a graph's "files", how export
-    produces it (a function of edgecodec.export, named so that this layer does not import export),
-    and the CPU backend that checks it against torch at export and in the pipeline."""
+    produces it and writes the model's fingerprint into it (functions of edgecodec.export, named so
+    that this layer does not import export), and the CPU backend that checks it against torch at
+    export and in the pipeline."""
 
     name: str
     producer: str  # "module:function" in edgecodec.export: (onnx_path, writer, stem, precision) -> files
     reference_backend: str
+    stamper: str  # "module:function" in edgecodec.export: (graph path, fingerprint hex) -> None
 
 
 FORMATS: dict[str, GraphFormat] = {f.name: f for f in (
-    GraphFormat("onnx", "edgecodec.export.onnx_export:produce", "onnxruntime-cpu"),
-    GraphFormat("openvino", "edgecodec.export.openvino_export:produce", "openvino-cpu"),
+    GraphFormat("onnx", "edgecodec.export.onnx_export:produce", "onnxruntime-cpu", "edgecodec.export.onnx_export:stamp"),
+    GraphFormat("openvino", "edgecodec.export.openvino_export:produce", "openvino-cpu",
+                "edgecodec.export.openvino_export:stamp"),
 )}
 
 

@@ -58,7 +58,15 @@ class BundleDecoder(Decoder):
         if have != want:
             raise BundleError(f"bundle {self.bundle.root}: the {role} graph listed for {h}x{w} has inputs and outputs "
                               f"{have}, not the {want} this model's {h}x{w} graph has")
+        stamped = self.stamped_fingerprint(compiled)  # None: exported before edgecodec 0.3
+        if stamped is not None and stamped != spec.fingerprint.hex():
+            raise BundleError(f"bundle {self.bundle.root}: the {role} graph listed for {h}x{w} was made from another "
+                              f"model (fingerprint {stamped}, the bundle's is {spec.fingerprint.hex()})")
         return compiled
+
+    def stamped_fingerprint(self, compiled: object) -> str | None:
+        """The model fingerprint export wrote into a graph file, if any."""
+        return None
 
     def load_graph(self, graph: dict) -> object:
         """Read the graph file(s) of a manifest entry (a decode graph or its encoder) into the

@@ -16,6 +16,7 @@ from .base import RuntimeInfo
 from .bundled import BundleDecoder
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+FINGERPRINT_KEY = "edgecodec.fingerprint"  # graph metadata written at export (export.onnx_export.stamp)
 DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(float16)": np.float16}
 
 
@@ -125,6 +126,10 @@ class OrtDecoder(BundleDecoder):
     def io_shapes(self, compiled) -> dict[str, list[int]]:
         session = compiled.session if isinstance(compiled, Bound) else compiled
         return {v.name: list(v.shape) for v in [*session.get_inputs(), *session.get_outputs()]}
+
+    def stamped_fingerprint(self, compiled) -> str | None:
+        session = compiled.session if isinstance(compiled, Bound) else compiled
+        return session.get_modelmeta().custom_metadata_map.get(FINGERPRINT_KEY)
 
     def infer(self, compiled, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if isinstance(compiled, Bound):

@@ -15,6 +15,7 @@ from .base import RuntimeInfo
 from .bundled import BundleDecoder
 
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "auto": "AUTO"}
+FINGERPRINT_KEY = ["edgecodec", "fingerprint"]  # rt_info written at export (export.openvino_export.stamp)
 
 
 @dataclass
@@ -89,6 +90,9 @@ class OvDecoder(BundleDecoder):
     def io_shapes(self, c: Compiled) -> dict[str, list[int]]:
         ports = [*c.compiled.inputs, *c.compiled.outputs]
         return {p.get_any_name(): [d.get_length() if d.is_static else -1 for d in p.get_partial_shape()] for p in ports}
+
+    def stamped_fingerprint(self, c: Compiled) -> str | None:
+        return c.model.get_rt_info(FINGERPRINT_KEY).astype(str) if c.model.has_rt_info(FINGERPRINT_KEY) else None
 
     def run(self, c: Compiled, feeds: dict[str, np.ndarray]) -> np.ndarray:
         c.request.infer(feeds)

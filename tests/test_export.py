@@ -41,6 +41,8 @@ def test_bundle_contents(bundle):
     for name in g["files"].values():
         assert name in m["files"] and len(m["files"][name]["sha256"]) == 64
     onnx.checker.check_model(str(bundle.path(g["files"]["onnx"])), full_check=True)
+    meta = {p.key: p.value for p in onnx.load(str(bundle.path(g["files"]["onnx"]))).metadata_props}
+    assert meta == {"edgecodec.fingerprint": m["model"]["fingerprint"]}  # stamped for the load-time check
     assert all(op.startswith("ai.onnx::") for op in onnx_ops(bundle.path(g["files"]["onnx"])))
     parity = m["parity"]
     assert parity["passed"] and set(parity["worst"]) == {"onnxruntime-cpu", "openvino-cpu"}

@@ -153,6 +153,8 @@ def test_int8_runtimes_decode_a_real_photo(tiny, ptq_bundle, photo):
         assert psnr(ref, out) >= INT8_VS_FP32_MIN_PSNR, name
         assert np.array_equal(out, dec.decode(data)), f"{name} is not deterministic"
         assert dec.info.precision.startswith("int8"), dec.info.precision
+        graph = next(iter(dec._graphs.values()))  # INT8 graphs carry the model's fingerprint too
+        assert dec.stamped_fingerprint(graph) == tiny.codec.stream_spec().fingerprint.hex()
 
 
 def test_qat_checkpoint_restores_and_exports_standard_qdq(tiny, sets, tmp_path):

@@ -137,7 +137,8 @@ def _swap_in(copy: Path, name: str, source: Path) -> None:
 
 @pytest.fixture(scope="module")
 def other_bundles(tiny, tmp_path_factory):
-    """`tiny` at another size, and a model of another geometry (3 VQ stages) at the same size."""
+    """`tiny` at another size; at the same size, a model of another geometry (3 VQ stages) and one
+    of the same geometry with other weights (another fingerprint)."""
     from edgecodec.config import TINY
     from edgecodec.export.exporter import export_bundle
     from edgecodec.weights import LoadedModel
@@ -147,21 +148,27 @@ def other_bundles(tiny, tmp_path_factory):
     other_size = export_bundle(tiny, str(root / "size"), ["onnx", "openvino"], "fp32", [(64, 64)], parity_images=1)
     three = LoadedModel(build_model(replace(TINY, name="three", residual_stages=2)), "random(seed=0)", False)
     other_model = export_bundle(three, str(root / "model"), ["onnx", "openvino"], "fp32", [(128, 192)], parity_images=1)
-    return other_size, other_model
+    seeded = LoadedModel(build_model(replace(TINY, init_seed=5)), "random(seed=5)", False)
+    other_weights = export_bundle(seeded, str(root / "weights"), ["onnx", "openvino"], "fp32", [(128, 192)],
+                                  parity_images=1)
+    return {"size": other_size, "model": other_model, "weights": other_weights}
 
 
-@pytest.mark.parametrize("other", ["size", "model"])
+@pytest.mark.parametrize("other,message", [("size", "inputs and outputs"), ("model", "inputs and outputs"),
+                                           ("weights", "another model")])
 @pytest.mark.parametrize("runtime", ["onnxruntime-cpu", "openvino-cpu"])
-def test_a_graph_of_another_size_or_model_is_refused_before_use(copy, other_bundles, other, runtime):
+def test_a_graph_of_another_size_or_model_is_refused_before_use(copy, other_bundles, other, message, runtime):
+    """The graph's shapes give away another size or geometry; the fingerprint export writes into
+    every graph file gives away another model of the same geometry."""
     from edgecodec.runtimes import create_decoder
 
-    donor = other_bundles[0 if other == "size" else 1]
+    donor = other_bundles[other]
     fmt = "onnx" if runtime.startswith("onnx") else "openvino"
     ours, theirs = _manifest(copy)["graphs"][0]["files"], donor.manifest["graphs"][0]["files"]
     for key in [fmt] + (["openvino_weights"] if fmt == "openvino" else []):
         _swap_in(copy, ours[key], donor.root / theirs[key])
     open_bundle(copy)  # every checksum agrees: only the graph itself can tell
-    with pytest.raises(BundleError, match="inputs and outputs"):
+    with pytest.raises(BundleError, match=message):
         create_decoder(runtime, bundle=str(copy))
 
 
