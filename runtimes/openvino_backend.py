@@ -88,8 +88,11 @@ class OvDecoder(BundleDecoder):
         return Compiled(self.core.compile_model(model, self.device, config), hint, model, graph)
 
     def io_shapes(self, c: Compiled) -> dict[str, list[int]]:
+        def name(port) -> str:  # a tensor may also carry its producer's internal name ("/Mul_4_output_0")
+            return min(sorted(port.get_names()), key=lambda n: n.startswith("/"))
+
         ports = [*c.compiled.inputs, *c.compiled.outputs]
-        return {p.get_any_name(): [d.get_length() if d.is_static else -1 for d in p.get_partial_shape()] for p in ports}
+        return {name(p): [d.get_length() if d.is_static else -1 for d in p.get_partial_shape()] for p in ports}
 
     def stamped_fingerprint(self, c: Compiled) -> str | None:
         return c.model.get_rt_info(FINGERPRINT_KEY).astype(str) if c.model.has_rt_info(FINGERPRINT_KEY) else None
