@@ -2,7 +2,7 @@
 
 Host side (numpy only, identical on every machine): parse + entropy-decode the stream, draw the
 portable noise, tile sizes its graphs do not run (tiling.py), crop and quantize the graph output.
-A backend only supplies `run_graph` and `encode_indices` on the sizes it has (`tile_sizes`), so two
+A backend only supplies `run_graph` and `encode_indices` on the sizes it has (`grid_for`), so two
 backends can be compared tensor for tensor on the same inputs.
 """
 
