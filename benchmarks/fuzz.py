@@ -16,9 +16,10 @@ Mutations (seeded; each case draws one, from real streams of every rate of the s
     splice           one stream's header on another's payload, CRC recomputed
     valid_random     a well-formed stream of random indices, size (tiled where the bundle lacks it) and seed
 
-Written by hand rather than with atheris (no wheel for this Python) or hypothesis: the mutations
-are structural (they keep the framing consistent so the deep checks are reached), and a seeded
-numpy generator replays any case from its number alone (`--replay N`).
+A structural mutator written by hand rather than coverage-guided (atheris) or property-based
+(hypothesis): the mutations keep the framing consistent so the deep checks are reached, the
+decoders are compiled graphs a coverage tracer cannot see into, and a seeded numpy generator
+replays any case from its number alone (`--start N --cases 1`).
 """
 
 from __future__ import annotations
