@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 from edgecodec.bundle import manifest_checksum, open_bundle, sha256_file
-from edgecodec.errors import BundleError, EdgecodecError
+from edgecodec.errors import BundleError
 
 
 # --- streams -------------------------------------------------------------------------------------
@@ -214,10 +213,10 @@ def _bundle_absent_or_valid(path: Path) -> str:
 def test_killed_export_leaves_no_bundle_that_loads_wrong(tmp_path, delay):
     out = tmp_path / "b"
     rc = _kill_after(["export", "--size", "64x64", "--parity-images", "1", "-o", str(out)], delay, tmp_path)
-    state = _bundle_absent_or_valid(out)
-    assert rc == 0 or state == "absent" or state == "valid"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.partial") and (p / "manifest.json").exists()
-                and p.name == "b"]
+    state = _bundle_absent_or_valid(out)  # raises if a bundle is there but not whole
+    assert state == "valid" if rc == 0 else state in ("absent", "valid")
+    # what a kill leaves besides is a hidden staging directory, never a path a reader opens
+    assert all(p.name.startswith(".b.") for p in tmp_path.iterdir() if p.name not in ("b",))
 
 
 @pytest.mark.parametrize("delay", [4.0, 12.0])
