@@ -252,7 +252,7 @@ def test_killed_training_resumes(train_data, tmp_path, job, delay):
 
     out = tmp_path / "run"
     if job == "train":
-        args = ["train", "--data", str(train_data), "--out", str(out), "--steps", "150", "--batch", "1", "--crop", "64", "--checkpoint-every", "5"]
+        args = ["train", "--data", str(train_data), "--out", str(out), "--steps", "300", "--batch", "1", "--crop", "64", "--checkpoint-every", "5"]
         product = out / "model.safetensors"
     else:
         args = ["distill", "--teacher", "tiny", "--student", "tiny-edge", "--data", str(train_data), "--out", str(out),
@@ -268,7 +268,7 @@ def test_killed_training_resumes(train_data, tmp_path, job, delay):
         import torch
 
         killed_at = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
-        assert 0 < killed_at < int(args[args.index("--steps") + 1])
+        assert 0 < killed_at <= int(args[args.index("--steps") + 1])  # equal: killed while writing the model
     done = subprocess.run([sys.executable, "-m", "edgecodec.apps.cli", *args, *resume], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-500:]
