@@ -25,8 +25,9 @@ def gpu_runtimes() -> dict[str, tuple[bool, str]]:
     from edgecodec.runtimes import BACKENDS, probe
 
     out = {name: probe(name) for name, b in BACKENDS.items() if b.device in GPU_DEVICES}
-    ok, why = probe("torch-cuda")  # torch-compiled follows torch's device: on CUDA only where torch sees one
-    out["torch-compiled"] = (ok and probe("torch-compiled")[0], why or probe("torch-compiled")[1])
+    # torch-compiled follows torch's device: on CUDA only where torch sees one
+    cuda, compiled = probe("torch-cuda"), probe("torch-compiled")
+    out["torch-compiled"] = (cuda[0] and compiled[0], cuda[1] or compiled[1])
     return out
 
 

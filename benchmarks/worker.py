@@ -120,7 +120,7 @@ def measure(runtime: str, stream: bytes, bundle: str | None = None, model: str |
         "runtime": runtime,
         "precision": info.get("precision"),
         "size": [header.height, header.width],
-        "tiles": _tiles(decoder, header),
+        "tiles": decoder.tiles(header.height, header.width),
         "rate": header.rate,
         "latency_ms": summarize(latencies),
         "samples_ms": latencies,
@@ -150,12 +150,6 @@ def measure(runtime: str, stream: bytes, bundle: str | None = None, model: str |
 
         result["gflops"] = decode_flops(decoder.loaded.codec.cfg, header.height, header.width) / 1e9
     return result
-
-
-def _tiles(decoder, header) -> int:
-    """How many graph calls one decode makes (1: the image in one piece)."""
-    grid = decoder.grid_for(*decoder.spec.latent_size(header.height, header.width))
-    return 1 if grid is None else grid.count
 
 
 def probe_all() -> dict:

@@ -72,6 +72,18 @@ class Decoder(ABC):
     def grid_for(self, h: int, w: int) -> tiling.Grid | None:
         """How an h x w latent grid is cut into tiles this runtime's graphs run; None: in one piece."""
 
+    def tiles(self, height: int, width: int) -> int:
+        """Graph calls one decode of a height x width image makes (1: in one piece)."""
+        grid = self.grid_for(*self.spec.latent_size(height, width))
+        return 1 if grid is None else grid.count
+
+    def all_stages(self, indices: np.ndarray) -> np.ndarray:
+        """(1, rate+1, h, w) -> (1, num_rates, h, w): unused stages zero, as the one-graph-for-every-rate
+        decode graphs take them (they mask by the rate input)."""
+        full = np.zeros((1, self.spec.num_rates) + indices.shape[2:], np.int64)
+        full[:, : indices.shape[1]] = indices
+        return full
+
     def decode_latent(self, indices: np.ndarray, noise: np.ndarray, rate: int, height: int, width: int) -> np.ndarray:
         """Indices and noise of a whole image -> its H x W x 3 uint8 decode, tile by tile if needed.
         Sets last_timings' graph_ms (graph calls) and post_ms (blend, crop, quantize)."""

@@ -102,14 +102,12 @@ class BundleDecoder(Decoder):
         return self.infer(self._encoders[size], {"image": np.ascontiguousarray(image, np.float32)}).astype(np.int64)
 
     def run_graph(self, indices: np.ndarray, noise: np.ndarray, rate: int) -> np.ndarray:
-        _, stages, h, w = indices.shape
+        h, w = indices.shape[2:]
         size = (h * self.spec.downsample, w * self.spec.downsample)
         compiled = self._graphs.get(size)
         if compiled is None:
             self.bundle.graph_for(*size)  # raises with the sizes this bundle has
             raise BundleError(f"the {size[0]}x{size[1]} graph of {self.bundle.root} was not loaded by this decoder")
-        full = np.zeros((1, self.spec.num_rates, h, w), np.int64)
-        full[:, :stages] = indices
-        feeds = {"indices": full, "noise": np.ascontiguousarray(noise, np.float32),
+        feeds = {"indices": self.all_stages(indices), "noise": np.ascontiguousarray(noise, np.float32),
                  "rate": np.array([rate], np.int64)}
         return self.infer(compiled, feeds)

@@ -67,12 +67,11 @@ class CompiledDecoder(TorchDecoder):
 
     @torch.inference_mode()
     def run_graph(self, indices: np.ndarray, noise: np.ndarray, rate: int) -> np.ndarray:
-        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device)
+        # every stage, masked by rate in the graph: one compile serves all rates
+        full = torch.from_numpy(self.all_stages(indices)).to(self.device)
         eps = torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)).to(self.device)
-        full = torch.zeros((1, self.spec.num_rates) + tuple(idx.shape[2:]), dtype=torch.int64, device=self.device)
-        full[:, : idx.shape[1]] = idx  # every stage, masked by rate in the graph: one compile serves all rates
         rate_t = torch.tensor([rate], dtype=torch.int64, device=self.device)
-        shape = tuple(idx.shape[2:])
+        shape = tuple(full.shape[2:])
         t0 = time.perf_counter()
         with torch.autocast(self.device.type, dtype=DTYPES[self.dtype], enabled=self.dtype != "fp32"):
             out = self.compiled(full, eps, rate_t)

@@ -72,8 +72,7 @@ def cmd_info(args) -> int:
     if args.runtime:  # decode once, then say what the runtime really ran (and compiled) for this stream
         decoder = _decoder(args)
         decoder.decode(data)
-        grid = decoder.grid_for(*decoder.spec.latent_size(hdr.height, hdr.width))
-        out.update(decode_ms=round(sum(decoder.last_timings.values()), 1), tiles=1 if grid is None else grid.count,
+        out.update(decode_ms=round(sum(decoder.last_timings.values()), 1), tiles=decoder.tiles(hdr.height, hdr.width),
                    runtime=decoder.info.to_json())
     if args.json:
         print(json.dumps(out, indent=2))
