@@ -209,7 +209,7 @@ def _bundle_absent_or_valid(path: Path) -> str:
     return "valid"
 
 
-@pytest.mark.parametrize("delay", [3.0, 7.0, 11.0])
+@pytest.mark.parametrize("delay", [3.0, 9.0])
 def test_killed_export_leaves_no_bundle_that_loads_wrong(tmp_path, delay):
     out = tmp_path / "b"
     rc = _kill_after(["export", "--size", "64x64", "--parity-images", "1", "-o", str(out)], delay, tmp_path)
@@ -219,7 +219,24 @@ def test_killed_export_leaves_no_bundle_that_loads_wrong(tmp_path, delay):
     assert all(p.name.startswith(".b.") for p in tmp_path.iterdir() if p.name not in ("b",))
 
 
-@pytest.mark.parametrize("delay", [4.0, 12.0])
+def test_next_writer_removes_what_a_killed_writer_left(tmp_path):
+    from edgecodec.bundle import BundleWriter, _writer_tag
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    host = _writer_tag().partition("-")[0]
+    killed = tmp_path / f".b.partial-{host}-{gone}-x1"
+    kept = [tmp_path / f".b.partial-{_writer_tag()}-x2",  # a live writer (this process)
+            tmp_path / f".b.partial-00000000-{gone}-x3",  # another host's writer
+            tmp_path / ".b.partial-x4",  # a name this version does not write
+            tmp_path / f".c.partial-{host}-{gone}-x5"]  # another target's
+    for d in [killed, *kept]:
+        d.mkdir()
+    BundleWriter(tmp_path / "b").abort()
+    assert not killed.exists() and all(d.is_dir() for d in kept)
+
+
+@pytest.mark.parametrize("delay", [8.0])
 def test_killed_quantize_leaves_no_bundle_that_loads_wrong(tmp_path, delay):
     from edgecodec.imageio import sample_images, save_png
 
@@ -244,7 +261,7 @@ def train_data(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("job,delay", [("train", 8.0), ("train", 12.0), ("distill", 8.0), ("distill", 12.0)])
+@pytest.mark.parametrize("job,delay", [("train", 10.0), ("distill", 10.0)])
 def test_killed_training_resumes(train_data, tmp_path, job, delay):
     """A kill leaves the previous checkpoint or the new one (never half), no model file or a whole
     one, and `--resume` (or a fresh start, when killed before the first checkpoint) completes."""
@@ -287,7 +304,7 @@ bench_warmup = 0
 """
 
 
-@pytest.mark.parametrize("delay", [8.0, 20.0])
+@pytest.mark.parametrize("delay", [12.0])
 def test_killed_pipeline_leaves_only_whole_bundles_and_reports(tmp_path, delay):
     (tmp_path / "recipe.toml").write_text(PIPELINE_RECIPE)
     out = tmp_path / "run"

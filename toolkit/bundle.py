@@ -4,12 +4,14 @@ torch-free: runtimes on edge devices read bundles with the standard library and 
 
 Atomicity: the bundle is assembled in a hidden sibling directory and renamed into place only after
 every file and the manifest (written last, with every file's sha256) are on disk. A killed export
-leaves at most a `.DIR.partial-*` directory, never a directory that looks like a bundle.
+leaves at most a `.DIR.partial-*` directory, never a directory that looks like a bundle; the next
+writer of DIR on the same machine removes those whose process is gone.
 """
 
 from __future__ import annotations
 
 import datetime
+import glob
 import hashlib
 import json
 import os
@@ -141,7 +143,11 @@ class BundleWriter:
     def __init__(self, target: str | os.PathLike):
         self.target = Path(target).resolve()
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent))
+        prefix = f".{self.target.name}.partial-"
+        for stale in self.target.parent.glob(glob.escape(prefix) + "*"):
+            if _writer_gone(stale.name[len(prefix):]):
+                shutil.rmtree(stale, ignore_errors=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f"{prefix}{_writer_tag()}-", dir=self.target.parent))
 
     def path(self, name: str) -> Path:
         return self.staging / name
@@ -178,6 +184,27 @@ class BundleWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def _writer_tag() -> str:
+    """Host and process of this writer, in its staging directory's name, so a later writer can tell a
+    killed export's leftovers from a concurrent one's (possibly on another host sharing the disk)."""
+    host = hashlib.sha256(platform.node().encode()).hexdigest()[:8]
+    return f"{host}-{os.getpid()}"
+
+
+def _writer_gone(suffix: str) -> bool:
+    host, _, rest = suffix.partition("-")
+    pid = rest.partition("-")[0]
+    if not pid.isdigit() or host != _writer_tag().partition("-")[0]:
+        return False  # another host's, or a name we did not write: leave it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
 
 
 def manifest_checksum(manifest: dict) -> str:
