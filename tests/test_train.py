@@ -22,7 +22,8 @@ def data(tmp_path_factory):
 
 
 def _recipe() -> Recipe:
-    return Recipe(steps=9, batch=(2, 2, 2), crop=(64, 64, 64), checkpoint_every=100, validate_every=100)
+    return Recipe(steps=12, fractions=(0.25,) * 4, batch=(2, 4, 4, 2), crop=(64,) * 4, checkpoint_every=100,
+                  validate_every=100)
 
 
 def test_resume_continues_identically(data, tmp_path):
@@ -30,11 +31,11 @@ def test_resume_continues_identically(data, tmp_path):
     straight.run(progress=False)
 
     first = Trainer("tiny", str(data), str(tmp_path / "b"), _recipe())
-    first.run(stop_after=4, progress=False)  # stops inside the latent stage
-    assert first.step == 4 and (tmp_path / "b" / "checkpoint.pt").is_file()
+    first.run(stop_after=5, progress=False)  # stops inside the latent stage, which reads the latent cache
+    assert first.step == 5 and (tmp_path / "b" / "checkpoint.pt").is_file()
     resumed = Trainer("tiny", str(data), str(tmp_path / "b"), _recipe())
     resumed.load_checkpoint()
-    assert resumed.step == 4
+    assert resumed.step == 5
     resumed.run(progress=False)
 
     a, b = straight.codec.state_dict(), resumed.codec.state_dict()
@@ -68,3 +69,16 @@ def test_unknown_config_and_missing_checkpoint(data, tmp_path):
         Trainer("huge", str(data), str(tmp_path), _recipe())
     with pytest.raises(EdgecodecError, match="no checkpoint"):
         Trainer("tiny", str(data), str(tmp_path / "x"), _recipe()).load_checkpoint()
+
+
+def test_resume_refuses_a_run_with_other_stages(data, tmp_path):
+    from edgecodec.apps import checkpoints
+    from edgecodec.errors import EdgecodecError
+
+    run = tmp_path / "old"
+    Trainer("tiny", str(data), str(run), _recipe()).run(stop_after=1, progress=False)
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    state["recipe"]["fractions"] = (0.55, 0.1, 0.35)  # a run of the three-stage recipe (0.2)
+    checkpoints.save(run, state)
+    with pytest.raises(EdgecodecError, match="other stages"):
+        Trainer("tiny", str(data), str(run), _recipe()).load_checkpoint()

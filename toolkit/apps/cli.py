@@ -173,15 +173,15 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import Recipe, Trainer
+    from .train import STAGES, Recipe, Trainer
 
     recipe = Recipe(seed=args.seed)
     if args.steps is not None:
         recipe.steps = args.steps
     if args.batch is not None:
-        recipe.batch = (args.batch,) * 3
+        recipe.batch = (args.batch,) * len(STAGES)
     if args.crop is not None:
-        recipe.crop = (args.crop,) * 3
+        recipe.crop = (args.crop,) * len(STAGES)
     if args.checkpoint_every < 1:
         raise EdgecodecError("--checkpoint-every must be at least 1")
     recipe.checkpoint_every = args.checkpoint_every
@@ -189,7 +189,7 @@ def cmd_train(args) -> int:
     if args.resume:
         trainer.load_checkpoint()
     trainer.run(stop_after=args.stop_after)
-    if trainer.stage_index >= 3:
+    if trainer.stage_index >= len(STAGES):
         print(f"model written to {Path(args.out) / 'model.safetensors'} after {trainer.step} steps "
               f"({trainer.wall / 60:.1f} min of training)")
     else:
@@ -511,13 +511,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="bundle directory")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("train", help="train a codec config on a folder of images (stages: pixel, latent, denoiser)")
+    p = sub.add_parser("train", help="train a codec config on a folder of images (stages: pixel, latent, denoiser, joint)")
     p.add_argument("--config", default="tiny", help="config name (tiny, diffo)")
     p.add_argument("--data", required=True, help="folder of training images")
     p.add_argument("--val", default=None, help="folder of validation images (first 8 used)")
     p.add_argument("--out", required=True, help="run directory: checkpoint.pt, train.log, model.safetensors")
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/checkpoint.pt")
-    p.add_argument("--steps", type=int, default=None, help="total steps over all stages (default 17000)")
+    p.add_argument("--steps", type=int, default=None, help="total steps over all stages (default 40000)")
     p.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after N steps this run")
     p.add_argument("--checkpoint-every", type=int, default=250, metavar="N",
                    help="write the checkpoint every N steps (atomically; a killed run resumes from it; default 250)")

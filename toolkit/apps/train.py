@@ -7,7 +7,13 @@
                dead-code restarts, straight-through) -> latent decoder, trained on every rate's
                prefix sum at once; then the entropy prior = index histograms of the train set.
   3. denoiser  the one-step Swin-UNet with the rate-aware noise of every rate (a random rate per
-               sample), jointly with the pixel decoder, on pixel MSE plus a latent MSE.
+               sample), on the latent MSE to the clean latent.
+  4. joint     the denoiser jointly with the pixel decoder, on pixel MSE plus a latent MSE.
+
+The pixel encoder is frozen after stage 1, so stages 2 and 3 read crops of a latent cache (every
+training image and its mirror image encoded once) instead of encoding pixels every step: they cost
+a few milliseconds a step and can take large batches. The pixel-resolution stages (1 and 4) run
+under bfloat16 autocast where the CPU has it (weights, optimizer and losses stay float32).
 
 Resume is exact: the checkpoint holds weights, optimizer, EMA codebook statistics, the data
 sampler's and torch's RNG states, and the step. Only data on disk is read.
@@ -36,19 +42,21 @@ from edgecodec.zoo import build_model, named_configs
 
 from . import checkpoints
 
-STAGES = ("pixel", "latent", "denoiser")
+STAGES = ("pixel", "latent", "denoiser", "joint")
+CACHED = ("latent", "denoiser")  # stages that read the latent cache instead of pixels
 
 
 @dataclass
 class Recipe:
-    steps: int = 17000
-    fractions: tuple[float, float, float] = (0.55, 0.1, 0.35)
-    lr: tuple[float, float, float] = (1e-3, 5e-4, 2e-4)  # per stage: the small autoencoder takes 1e-3
-    batch: tuple[int, int, int] = (2, 8, 4)  # 256² crops for the autoencoder beat 128² at equal pixels
-    crop: tuple[int, int, int] = (256, 128, 256)
+    steps: int = 40000
+    fractions: tuple[float, ...] = (0.75, 0.1, 0.05, 0.1)  # the autoencoder bounds every rate: most steps go there
+    lr: tuple[float, ...] = (1e-3, 5e-4, 5e-4, 2e-4)  # per stage: the small autoencoder takes 1e-3
+    batch: tuple[int, ...] = (2, 8, 8, 4)  # 256² crops for the autoencoder beat 128² at equal pixels
+    crop: tuple[int, ...] = (256, 256, 256, 256)  # pixels; cached stages take crop / 16 latent cells
     ema_decay: float = 0.99
     commit: float = 0.25
     latent_loss: float = 0.1
+    bf16: bool = True  # autocast the pixel-resolution stages (used only where the CPU supports it)
     checkpoint_every: int = 250
     validate_every: int = 1000
     seed: int = 0
@@ -82,6 +90,19 @@ class CropSampler:
                 crop = crop[:, ::-1]
             out[i] = crop.transpose(2, 0, 1) / 127.5 - 1.0
         return torch.from_numpy(out)
+
+    def latent_batch(self, cache: list[torch.Tensor], n: int, cells: int) -> torch.Tensor:
+        """Random crops of cached latents (an image and its mirror image are separate entries)."""
+        out = []
+        for _ in range(n):
+            z = cache[int(self.rng.integers(len(cache)))]
+            h, w = z.shape[1:]
+            if h < cells or w < cells:
+                z = F.pad(z[None], (0, max(0, cells - w), 0, max(0, cells - h)), mode="reflect")[0]
+                h, w = z.shape[1:]
+            y, x = int(self.rng.integers(h - cells + 1)), int(self.rng.integers(w - cells + 1))
+            out.append(z[:, y:y + cells, x:x + cells])
+        return torch.stack(out)
 
 
 def load_folder(path: str | os.PathLike) -> list[np.ndarray]:
@@ -163,6 +184,7 @@ class Trainer:
         self.step, self.stage_index = 0, 0
         self.wall = 0.0
         self.history: list[dict] = []
+        self._cache: list[torch.Tensor] | None = None  # built when a cached stage first needs it
         self.optimizer = self._optimizer()
 
     # parameters trained in each stage
@@ -173,6 +195,8 @@ class Trainer:
         if stage == "latent":
             lv = c.latent_vq
             return [p for m in (lv.encoder, lv.quant_conv, lv.post_quant_conv, lv.decoder) for p in m.parameters()]
+        if stage == "denoiser":
+            return list(c.denoiser.parameters())
         return (list(c.denoiser.parameters()) + list(c.pixel_vq.post_quant_conv.parameters())
                 + list(c.pixel_vq.decoder.parameters()))
 
@@ -194,14 +218,13 @@ class Trainer:
 
     # --- one step per stage ---
     def _pixel_step(self, x: torch.Tensor) -> dict:
-        y = self.codec.pixel_vq.decode(self.codec.pixel_vq.encode(x))
+        with self._autocast():
+            y = self.codec.pixel_vq.decode(self.codec.pixel_vq.encode(x)).float()
         mse, l1 = F.mse_loss(y, x), F.l1_loss(y, x)
         return {"loss": mse + 0.1 * l1, "mse": mse}
 
-    def _latent_step(self, x: torch.Tensor) -> dict:
+    def _latent_step(self, z: torch.Tensor) -> dict:
         c = self.codec
-        with torch.no_grad():
-            z = c.pixel_vq.encode(x)
         e = c.latent_vq.encode(z)
         b, d, h, w = e.shape
         flat = e.permute(0, 2, 3, 1).reshape(-1, d)
@@ -222,13 +245,13 @@ class Trainer:
         loss = sum(losses) / len(losses) + self.recipe.commit * commit / len(losses)
         return {"loss": loss, "mse_r0": losses[0], "mse_top": losses[-1]}
 
-    def _denoiser_step(self, x: torch.Tensor) -> dict:
+    def _denoised(self, z: torch.Tensor) -> torch.Tensor:
+        """x0 for the clean latents z, each sample at a random rate with its rate-aware noise."""
         c = self.codec
         n_rates = c.cfg.num_rates
         with torch.no_grad():
-            z = c.pixel_vq.encode(x)
             idx = c.latent_vq.quantize.quantize(c.latent_vq.encode(z), n_rates)
-            rates = torch.randint(0, n_rates, (x.shape[0],), generator=self.gen)
+            rates = torch.randint(0, n_rates, (z.shape[0],), generator=self.gen)
             keep = (torch.arange(n_rates)[None] <= rates[:, None]).float()  # stages used by each sample
             lookups = torch.stack([F.embedding(idx[:, s], cb) for s, cb in
                                    enumerate(c.latent_vq.quantize.codebooks())], 1)  # b,S,h,w,d
@@ -236,11 +259,43 @@ class Trainer:
             z_base = c.latent_vq.decode(code)
             table = torch.tensor([[p.sigma, p.input_scale, p.timestep] for p in c.rates])[rates]
             noise = torch.randn(z_base.shape, generator=self.gen)
-        x0 = c.denoise(z_base, code, noise, table[:, 0], table[:, 1], c.denoiser.time_embedding(table[:, 2]))
-        img = c.render(x0)
+        return c.denoise(z_base, code, noise, table[:, 0], table[:, 1], c.denoiser.time_embedding(table[:, 2]))
+
+    def _denoiser_step(self, z: torch.Tensor) -> dict:
+        lat = F.mse_loss(self._denoised(z), z)
+        return {"loss": lat, "lat_mse": lat}
+
+    def _joint_step(self, x: torch.Tensor) -> dict:
+        with torch.no_grad():
+            z = self.codec.pixel_vq.encode(x)
+        with self._autocast():
+            x0 = self._denoised(z)
+            img = self.codec.render(x0).float()
         pix = F.mse_loss(img, (x + 1) * 0.5)
-        lat = F.mse_loss(x0, z)
+        lat = F.mse_loss(x0.float(), z)
         return {"loss": pix + self.recipe.latent_loss * lat, "pix_mse": pix, "lat_mse": lat}
+
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.recipe.bf16 and bf16_native())
+
+    def _batch(self) -> torch.Tensor:
+        i = self.stage_index
+        if STAGES[i] not in CACHED:
+            return self.sampler.batch(self.recipe.batch[i], self.recipe.crop[i])
+        if self._cache is None:
+            self._cache = self._latent_cache()
+        return self.sampler.latent_batch(self._cache, self.recipe.batch[i],
+                                         self.recipe.crop[i] // self.codec.cfg.downsample)
+
+    @torch.no_grad()
+    def _latent_cache(self) -> list[torch.Tensor]:
+        """Every training image and its mirror image through the (frozen) pixel encoder, once."""
+        pv, out = self.codec.pixel_vq, []
+        for img in self.sampler.images:
+            x = torch.from_numpy(to_model_input(img, self.codec.cfg.downsample))
+            out += [pv.encode(x)[0], pv.encode(x.flip(-1))[0]]
+        self.log.info(json.dumps({"latent_cache": len(out), "step": self.step}))
+        return out
 
     # --- orchestration ---
     def run(self, stop_after: int | None = None, progress: bool = True) -> None:
@@ -261,8 +316,7 @@ class Trainer:
             t0 = time.perf_counter()
             for group in self.optimizer.param_groups:
                 group["lr"] = self._lr(local, counts[self.stage_index])
-            i = self.stage_index
-            x = self.sampler.batch(self.recipe.batch[i], self.recipe.crop[i])
+            x = self._batch()
             out = getattr(self, f"_{stage}_step")(x)
             self.optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
@@ -349,7 +403,8 @@ class Trainer:
         rows = {f["rate"]: {"psnr": f["psnr"], "psnr_no_denoiser": p["psnr"]} for f, p in zip(full, plain)}
         ae = float(np.mean([_ae_psnr(c, img) for img in self.val_images]))
         c.train()
-        record = {"val_step": self.step, "stage": STAGES[min(self.stage_index, 2)], "ae_psnr": ae, "rates": rows}
+        stage = STAGES[min(self.stage_index, len(STAGES) - 1)]
+        record = {"val_step": self.step, "stage": stage, "ae_psnr": ae, "rates": rows}
         self.history.append(record)
         self.log.info(json.dumps(record))
         return record
@@ -367,6 +422,9 @@ class Trainer:
 
     def load_checkpoint(self) -> None:
         state = checkpoints.load(self.out)
+        if len(state["recipe"]["fractions"]) != len(STAGES):
+            raise EdgecodecError(f"--resume: {self.out} holds a run of an older recipe with other stages; "
+                                 f"start a new run directory")
         self.codec.load_state_dict(state["model"])
         self.step, self.stage_index = state["step"], state["stage_index"]
         self.ema = EmaCodebooks(self.codec, self.recipe.ema_decay)
@@ -378,7 +436,7 @@ class Trainer:
         self.gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
         self.wall, self.history = state["wall"], state["history"]
-        self.log.info(json.dumps({"resumed_at": self.step, "stage": STAGES[min(self.stage_index, 2)]}))
+        self.log.info(json.dumps({"resumed_at": self.step, "stage": STAGES[min(self.stage_index, len(STAGES) - 1)]}))
 
     def finish(self) -> Path:
         meta = {"edgecodec.trained": "true", "edgecodec.steps": str(self.step),
@@ -388,6 +446,11 @@ class Trainer:
         write_text_atomic(self.out / "history.json", json.dumps(self.history, indent=2))
         self.log.info(json.dumps({"finished": str(path), "steps": self.step, "wall_s": round(self.wall, 1)}))
         return path
+
+
+def bf16_native() -> bool:
+    """bfloat16 autocast pays only where the CPU computes in it (AVX-512 BF16 or AMX); elsewhere it is emulated."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def _ae_psnr(codec: Codec, img: np.ndarray) -> float:
