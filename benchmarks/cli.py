@@ -22,7 +22,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(
         bundle=args.bundle, runtimes=args.runtime, sizes=None if args.size is None else [parse_size(args.size)],
         runs=args.runs, warmup=args.warmup, rate=args.rate, seed=args.seed, threads=args.threads,
-        reference=not args.no_reference, timeout_s=args.timeout, verbose=args.verbose, encode=args.encode)
+        reference=not args.no_reference, timeout_s=args.timeout, verbose=args.verbose, encode=args.encode,
+        rounds=args.rounds)
     report = run_bench(config, say=lambda msg: say(f"bench: {msg}"))
     write_reports(report, args.json, args.md, args.html)
     print("\n".join(latency_table(report)))
@@ -48,6 +49,9 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                                                 "the bundle has no graph for is decoded in tiles of its graphs")
     p.add_argument("--runs", type=int, default=10, help="timed decodes per runtime and size (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed decodes after the first (default 2)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every runtime N times in alternating order (ABC, CBA, ...) and pool the timings, "
+                        "so a machine whose speed drifts does not favour whichever ran first (default 1)")
     p.add_argument("--rate", type=int, default=None, help="rate index of the stream (default: the highest)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream (default 0)")
     p.add_argument("--threads", type=int, default=None,

@@ -119,6 +119,8 @@ def header_facts(report: dict) -> dict[str, str]:
                  + ", ".join(f"{h}x{w}: {n} bytes" for (h, w), n in stream.items()) + ").",
         "method": f"each runtime in a fresh process, in turn, on the same stream; first decode timed alone, "
                   f"then {cfg['warmup']} warm-up and {cfg['runs']} timed decodes"
+                  + (f"; {cfg['rounds']} rounds in alternating order, timings pooled"
+                     if cfg.get("rounds", 1) > 1 else "")
                   + (f"; threads={cfg['threads']} asked of every runtime." if cfg.get("threads")
                      else "; each runtime's default thread count."),
     }

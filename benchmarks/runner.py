@@ -40,6 +40,7 @@ class BenchConfig:
     timeout_s: float = 3600.0  # per worker
     verbose: bool = False  # let the workers' stderr through
     encode: bool = False  # also time each runtime's encoder (the bundle's encode graph, or torch)
+    rounds: int = 1  # every runtime measured this many times, in alternating order, its timings pooled
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -206,8 +207,9 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
     from .machine import machine_info
     from .report import build_report
 
-    if config.runs < 1 or config.warmup < 0 or (config.threads is not None and config.threads < 1):
-        raise EdgecodecError("--runs and --threads must be at least 1 and --warmup at least 0")
+    if (config.runs < 1 or config.rounds < 1 or config.warmup < 0
+            or (config.threads is not None and config.threads < 1)):
+        raise EdgecodecError("--runs, --rounds and --threads must be at least 1 and --warmup at least 0")
     paths = bundle_paths(config.bundle)
     bundles = open_bundles(paths)
     manifests = [b.manifest for b in bundles]
@@ -255,18 +257,13 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
             jobs = [(path, manifest, runtime) for path, manifest, names in plan for runtime in names]
             if wants_reference:
                 jobs.append((paths[0], manifests[0], REFERENCE))
-            for path, manifest, runtime in jobs:
-                label = f"{runtime} {manifest.get('precision', 'fp32') if BACKENDS[runtime].needs_bundle else 'fp32'}"
-                say(f"{label} {size[0]}x{size[1]}: measuring ({config.warmup} warm-up + {config.runs} runs)")
-                t0 = time.perf_counter()
-                problem = bundle_problem(runtime, manifest, size)
-                if problem:
-                    out = {"runtime": runtime, "error": problem}
-                else:
-                    out = run_worker(runtime, stream_path, path, model, config.runs, config.warmup,
-                                     count_flops=gflops is None and BACKENDS[runtime].framework == "torch",
-                                     timeout_s=config.timeout_s, verbose=config.verbose,
-                                     threads=config.threads, encode=config.encode)
+            rounds: list[list[dict]] = [[] for _ in jobs]
+            for turn in range(config.rounds):  # ABC, CBA, ABC...: slow drift of a shared machine cancels out
+                order = range(len(jobs)) if turn % 2 == 0 else reversed(range(len(jobs)))
+                for j in order:
+                    rounds[j].append(measure_job(config, jobs[j], size, stream_path, model, say, turn))
+            for (path, manifest, runtime), outs in zip(jobs, rounds):
+                out = pool_rounds(outs)
                 out.setdefault("size", list(size))
                 out.setdefault("precision", "fp32" if not BACKENDS[runtime].needs_bundle
                                else manifest.get("precision"))
@@ -275,21 +272,63 @@ def run_bench(config: BenchConfig, say=lambda msg: None, probe=probe_runtimes) -
                 out["bundle_precision"] = manifest.get("precision") if BACKENDS[runtime].needs_bundle else "fp32"
                 out["stream_bytes"] = len(stream)
                 out["rate"] = rate
-                out["wall_s"] = time.perf_counter() - t0
                 if BACKENDS[runtime].needs_bundle and gflops_of[id(manifest)] is not None:
                     out["gflops"] = float(gflops_of[id(manifest)])
                 elif gflops is None and out.get("gflops") is not None:
                     gflops = out["gflops"]  # counted by the torch worker; applies to the runtimes without one
-                if "error" in out:
-                    say(f"{label} {size[0]}x{size[1]}: failed: {out['error']}")
-                else:
-                    say(f"{label} {size[0]}x{size[1]}: mean {out['latency_ms']['mean']:.1f} ms on "
-                        f"{out.get('actual_device')}")
                 results.append(out)
             for r in results:
                 if list(r["size"]) == list(size) and gflops is not None and r.get("gflops") is None:
                     r["gflops"] = float(gflops)
     return build_report(machine, config.to_json(), manifests, results, skipped=skipped, paths=paths)
+
+
+def measure_job(config: BenchConfig, job: tuple, size: tuple[int, int], stream_path: str, model: str, say,
+                turn: int) -> dict:
+    """One worker for one (bundle, runtime) at one size: its result, or {"runtime", "error"}."""
+    from edgecodec.runtimes import BACKENDS
+
+    path, manifest, runtime = job
+    label = f"{runtime} {manifest.get('precision', 'fp32') if BACKENDS[runtime].needs_bundle else 'fp32'}"
+    label += f" {size[0]}x{size[1]}" + (f" (round {turn + 1}/{config.rounds})" if config.rounds > 1 else "")
+    say(f"{label}: measuring ({config.warmup} warm-up + {config.runs} runs)")
+    t0 = time.perf_counter()
+    problem = bundle_problem(runtime, manifest, size)
+    if problem:
+        out = {"runtime": runtime, "error": problem}
+    else:
+        torch_worker = BACKENDS[runtime].framework == "torch"
+        out = run_worker(runtime, stream_path, path, model, config.runs, config.warmup,
+                         count_flops=torch_worker and (graph_entry(manifest, size) or {}).get("gflops") is None,
+                         timeout_s=config.timeout_s, verbose=config.verbose, threads=config.threads,
+                         encode=config.encode)
+    out["wall_s"] = time.perf_counter() - t0
+    if "error" in out:
+        say(f"{label}: failed: {out['error']}")
+    else:
+        say(f"{label}: mean {out['latency_ms']['mean']:.1f} ms on {out.get('actual_device')}")
+    return out
+
+
+def pool_rounds(outs: list[dict]) -> dict:
+    """One result from a job's rounds: the timed decodes of every round pooled (`round_p50_ms` keeps each
+    round's median), setup figures from the first round (the coldest), the largest peak memory. A round
+    that failed makes the job failed."""
+    from .stats import summarize
+
+    failed = [o for o in outs if "error" in o]
+    if failed or len(outs) == 1:
+        return dict((failed or outs)[0])
+    out = dict(outs[0])
+    out["samples_ms"] = [s for o in outs for s in o["samples_ms"]]
+    out["latency_ms"] = summarize(out["samples_ms"])
+    out["round_p50_ms"] = [o["latency_ms"]["p50"] for o in outs]
+    out["rounds"] = len(outs)
+    out["peak_rss_mb"] = max(o["peak_rss_mb"] for o in outs)
+    out["wall_s"] = sum(o["wall_s"] for o in outs)
+    if all("encode_ms" in o for o in outs):
+        out["encode_ms"] = outs[0]["encode_ms"] | {"p50_per_round": [o["encode_ms"]["p50"] for o in outs]}
+    return out
 
 
 def _one_line(text: str) -> str:

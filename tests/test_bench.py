@@ -250,3 +250,27 @@ def test_bench_times_a_size_the_bundle_lacks_tile_by_tile(tiny_bundle, tmp_path)
     results = {r["runtime"]: r for r in json.loads(out.read_text())["results"]}
     assert results["openvino-cpu"]["size"] == [192, 320] and results["openvino-cpu"]["tiles"] == 4  # 2 x 2 of 128x192
     assert results["torch-cpu"]["tiles"] == 1  # the reference runs any size whole below its tile
+
+
+def test_bench_rounds_alternate_the_order_and_pool_the_timings(tiny_bundle):
+    from edgecodec.benchmarks.report import header_facts
+    from edgecodec.benchmarks.runner import BenchConfig, run_bench
+
+    said = []
+    report = run_bench(BenchConfig(bundle=str(tiny_bundle.root), runtimes="onnxruntime-cpu,openvino-cpu", runs=2,
+                                   warmup=0, reference=False, rounds=3), say=said.append)
+    order = [m.split()[0] for m in said if m.endswith("runs)")]
+    assert order == ["onnxruntime-cpu", "openvino-cpu", "openvino-cpu", "onnxruntime-cpu",
+                     "onnxruntime-cpu", "openvino-cpu"]
+    for r in report["results"]:
+        assert r["rounds"] == 3 and len(r["samples_ms"]) == 6 and len(r["round_p50_ms"]) == 3
+        assert r["latency_ms"]["n"] == 6 and r["latency_ms"]["min"] == min(r["samples_ms"])
+    assert "3 rounds in alternating order" in header_facts(report)["method"]
+
+
+def test_a_failed_round_fails_the_job():
+    from edgecodec.benchmarks.runner import pool_rounds
+
+    ok = {"runtime": "x", "samples_ms": [1.0], "latency_ms": summarize([1.0]), "peak_rss_mb": 1.0, "wall_s": 1.0}
+    assert pool_rounds([ok, {"runtime": "x", "error": "gone"}])["error"] == "gone"
+    assert pool_rounds([ok])["samples_ms"] == [1.0] and "rounds" not in pool_rounds([ok])
