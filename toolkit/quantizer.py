@@ -43,3 +43,19 @@ class ResidualVQ(nn.Module):
         for s, cb in enumerate(self.codebooks()[: indices.shape[1]]):
             code = code + F.embedding(indices[:, s], cb)
         return code.permute(0, 3, 1, 2)
+
+    def dequantize_kept(self, indices: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """(B, S_all, h, w) indices of every stage and (B, S_all) weights (`rate_mask`) -> (B, D, h, w).
+
+        The exported decode graph takes every stage's indices, zeros where a stream has none, and a
+        zero index is a code vector like any other: the stages a rate does not use must be masked
+        out, not looked up. Whatever trains on such padded indices must use this too."""
+        code = 0
+        for s, cb in enumerate(self.codebooks()):
+            code = code + keep[:, s, None, None, None] * F.embedding(indices[:, s], cb)
+        return code.permute(0, 3, 1, 2)
+
+
+def rate_mask(rates: torch.Tensor, stages: int) -> torch.Tensor:
+    """(B,) rates -> (B, stages) float weights: 1 for the VQ stages rate r uses (0..r), 0 for the rest."""
+    return (torch.arange(stages, device=rates.device)[None] <= rates[:, None]).float()

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+from .quantizer import rate_mask
 from .spec import StreamSpec, compute_fingerprint
 
 # family name -> module (imported on first use)
@@ -125,17 +126,13 @@ class DecodeGraph(nn.Module):
         n = codec.cfg.num_rates
         with torch.no_grad():
             values = codec.rate_constants()
-        self.register_buffer("stage_mask", (torch.arange(n)[None] <= torch.arange(n)[:, None]).float())
+        self.register_buffer("stage_mask", rate_mask(torch.arange(n), n))
         self._rate_keys = list(values)
         for k, v in values.items():
             self.register_buffer(k, v.detach().float())
 
     def forward(self, indices: torch.Tensor, noise: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
-        mask = self.stage_mask[rate]  # (1, S)
-        code = 0
-        for s, cb in enumerate(self.codec.quantizer.codebooks()):
-            code = code + mask[:, s, None, None, None] * torch.nn.functional.embedding(indices[:, s], cb)
-        code = code.permute(0, 3, 1, 2)
+        code = self.codec.quantizer.dequantize_kept(indices, self.stage_mask[rate])
         return self.codec.decode_code(code, noise, **{k: getattr(self, k)[rate] for k in self._rate_keys})
 
 

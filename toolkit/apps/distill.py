@@ -43,6 +43,7 @@ from edgecodec.errors import EdgecodecError
 from edgecodec.frames import to_model_input
 from edgecodec.imageio import list_images, load_image, write_text_atomic
 from edgecodec.noise import portable_noise
+from edgecodec.quantizer import rate_mask
 from edgecodec.weights import LoadedModel, save_codec
 from edgecodec.zoo import build_model
 
@@ -190,7 +191,9 @@ class StudentStep(nn.Module):
 
     def forward(self, indices, noise, rate):
         s = self.student
-        feats = s.features(s.quantizer.dequantize(indices), noise, s.rate_bias[rate])
+        # the indices carry every stage (zeros past the rate), as the decode graph gets them
+        code = s.quantizer.dequantize_kept(indices, rate_mask(rate, indices.shape[1]))
+        feats = s.features(code, noise, s.rate_bias[rate])
         return s.render(feats), s.x0_probe(feats)
 
 

@@ -37,6 +37,7 @@ from edgecodec.codec import Codec
 from edgecodec.errors import EdgecodecError
 from edgecodec.frames import to_model_input
 from edgecodec.imageio import list_images, load_image, write_text_atomic
+from edgecodec.quantizer import rate_mask
 from edgecodec.weights import save_codec
 from edgecodec.zoo import build_model, named_configs
 
@@ -252,10 +253,7 @@ class Trainer:
         with torch.no_grad():
             idx = c.latent_vq.quantize.quantize(c.latent_vq.encode(z), n_rates)
             rates = torch.randint(0, n_rates, (z.shape[0],), generator=self.gen)
-            keep = (torch.arange(n_rates)[None] <= rates[:, None]).float()  # stages used by each sample
-            lookups = torch.stack([F.embedding(idx[:, s], cb) for s, cb in
-                                   enumerate(c.latent_vq.quantize.codebooks())], 1)  # b,S,h,w,d
-            code = (lookups * keep[:, :, None, None, None]).sum(1).permute(0, 3, 1, 2)
+            code = c.latent_vq.quantize.dequantize_kept(idx, rate_mask(rates, n_rates))
             z_base = c.latent_vq.decode(code)
             table = torch.tensor([[p.sigma, p.input_scale, p.timestep] for p in c.rates])[rates]
             noise = torch.randn(z_base.shape, generator=self.gen)
