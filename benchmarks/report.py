@@ -61,9 +61,12 @@ def build_report(machine: dict, config: dict, manifests: dict | list[dict], resu
     manifests = [manifests] if isinstance(manifests, dict) else list(manifests)
     paths = paths or [config.get("bundle")] * len(manifests)
     refs = {tuple(r["size"]): r for r in results if r.get("runtime") == REFERENCE and "error" not in r}
-    # ×fp32: the same runtime on the same model's FP32 bundle (a student's INT8 against the student's FP32)
-    fp32 = {(r.get("model"), r["runtime"], tuple(r["size"])): r for r in results
-            if r.get("bundle_precision", r.get("precision")) == "fp32" and "error" not in r}
+    # ×fp32: the same runtime on the same model's FP32 bundle (a student's INT8 against the student's FP32);
+    # with several FP32 bundles of one model, the first listed is the baseline
+    fp32: dict = {}
+    for r in results:
+        if r.get("bundle_precision", r.get("precision")) == "fp32" and "error" not in r:
+            fp32.setdefault((r.get("model"), r["runtime"], tuple(r["size"])), r)
     bundles = [_bundle_json(p, m) for p, m in zip(paths, manifests)]
     return {
         "schema": SCHEMA,

@@ -213,6 +213,13 @@ def test_speedup_vs_fp32_pairs_runtime_and_size(spec):
     assert "speedup_vs_fp32" not in by["onnxruntime-cpu", "int8"]  # no FP32 run of that runtime to pair with
     assert len(report["bundles"]) == 2 and report["bundle"] == report["bundles"][0]
 
+    # two FP32 bundles of one model: the first listed is every ratio's baseline, whatever the order of runs
+    results.insert(2, result("openvino-cpu", "fp32", 60.0))
+    report = build_report({"cpu": "x"}, {"bundle": "b", "runs": 1, "warmup": 0}, [_manifest(spec)] * 3, results,
+                          paths=["fp32", "fp32-other", "int8"])
+    ratios = [r["speedup_vs_fp32"] for r in report["results"] if r["runtime"] == "openvino-cpu"]
+    assert ratios == pytest.approx([1.0, 1.5, 2.0])
+
 
 def test_bench_skips_a_runtime_one_bundle_has_no_graph_for(bundle_dir, spec, tmp_path):
     """FP32 with ONNX + IR beside an IR-only INT8 bundle: onnxruntime runs on the first only, and the
