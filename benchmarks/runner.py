@@ -312,8 +312,8 @@ def measure_job(config: BenchConfig, job: tuple, size: tuple[int, int], stream_p
 
 def pool_rounds(outs: list[dict]) -> dict:
     """One result from a job's rounds: the timed decodes of every round pooled (`round_p50_ms` keeps each
-    round's median), setup figures from the first round (the coldest), the largest peak memory. A round
-    that failed makes the job failed."""
+    round's median), setup figures and encode timings from the first round (the coldest), the largest
+    peak memory. A round that failed makes the job failed."""
     from .stats import summarize
 
     failed = [o for o in outs if "error" in o]
@@ -326,8 +326,6 @@ def pool_rounds(outs: list[dict]) -> dict:
     out["rounds"] = len(outs)
     out["peak_rss_mb"] = max(o["peak_rss_mb"] for o in outs)
     out["wall_s"] = sum(o["wall_s"] for o in outs)
-    if all("encode_ms" in o for o in outs):
-        out["encode_ms"] = outs[0]["encode_ms"] | {"p50_per_round": [o["encode_ms"]["p50"] for o in outs]}
     return out
 
 
