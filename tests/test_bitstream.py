@@ -76,6 +76,13 @@ def test_foreign_model(stream, photo):
         decoder.decode(stream)
 
 
+def test_stream_of_retired_weights_says_which(tiny_decoder, stream):
+    """Streams of the weights shipped before a retrain are refused with where they came from."""
+    retired = next(iter(bitstream.RETIRED))
+    with pytest.raises(StreamError, match=f"fingerprint {retired}.*edgecodec 0.3"):
+        tiny_decoder.decode(_reframe(stream, fingerprint=bytes.fromhex(retired)))
+
+
 def test_rate_not_offered(tiny_decoder, stream):
     with pytest.raises(StreamError, match="rate 7 is not offered"):
         tiny_decoder.decode(_reframe(stream, rate=7))
