@@ -91,9 +91,10 @@ def test_torch_decoder_tiles_above_its_tile_size(tiny, photo):
     assert len(tiled_data) == pytest.approx(len(data), rel=0.1)
     a, b = whole.decode(data), tiled.decode(data)
     # 8 x 12 cells is far smaller than the tiles one exports (each tile has its own GroupNorm
-    # statistics): at 512x512 tiles Kodak stays within 0.02 dB (README "Any image size")
-    assert abs(psnr(photo, a) - psnr(photo, b)) < 1.0 and psnr(a, b) > 25
-    assert abs(psnr(photo, tiled.decode(tiled_data)) - psnr(photo, a)) < 1.0
+    # statistics; the 0.4 tiny: 0.97 dB lower, 23.0 dB against the whole decode here): at 512x512
+    # tiles Kodak stays within 0.2 dB (README "Any image size")
+    assert abs(psnr(photo, a) - psnr(photo, b)) < 1.5 and psnr(a, b) > 21
+    assert abs(psnr(photo, tiled.decode(tiled_data)) - psnr(photo, a)) < 1.5
     assert np.array_equal(b, tiled.decode(data))
     with pytest.raises(Exception, match="multiple"):
         create_decoder("torch-cpu", model=tiny, tile=(100, 192))
