@@ -6,9 +6,9 @@ validation items: INT8 vs FP32 output above 40 dB and a PSNR drop against the or
 (the quality bound of the quantize issue), which the tests ask for. On the detailed 64x120 crop of
 the china photo the 0.4 tiny's INT8 agrees with its FP32 decode at only 30.4-33.7 dB (0.3 weights:
 46-48) while its PSNR against the original moves by at most 0.02 dB; that test asks for 28 dB and the
-0.3 dB drop. (A smooth crop of the flower photo loses 0.8-1.6 dB: see the README.) The bundle's own parity check
-uses the looser int8 tolerance of export/exporter.py (25 dB), which must also hold for models with
-random weights (diffo: 31 dB).
+0.3 dB drop. (A smooth crop of the flower photo loses 0.8-1.6 dB: see the README.) The bundle's own
+parity check uses the looser int8 tolerance of export/exporter.py (25 dB), which must also hold for
+models with random weights (diffo: 31 dB).
 """
 
 import json

@@ -87,14 +87,14 @@ def read_header(data: bytes) -> Header:
 
 
 # Fingerprints of embedded weights that were replaced: their streams get a hint, not only a refusal.
-RETIRED = {"b72f824bdf5ea963": "the `tiny` weights shipped up to edgecodec 0.3 (retrained in 0.4); "
-                               "decode it with edgecodec 0.3, or re-encode the original image"}
+RETIRED = {"b72f824bdf5ea963": "the 'tiny' of edgecodec 0.3 and earlier (retrained in 0.4); "
+                               "decode the stream with edgecodec 0.3, or re-encode the original image"}
 
 
 def check_compatible(header: Header, spec: StreamSpec) -> None:
     if header.fingerprint != spec.fingerprint:
         made_by = RETIRED.get(header.fingerprint.hex())
-        hint = f": it was made by {made_by}" if made_by else ""
+        hint = f": that fingerprint is {made_by}" if made_by else ""
         raise StreamError(f"stream was made by another model (fingerprint {header.fingerprint.hex()}, "
                           f"this decoder's {spec.model} model is {spec.fingerprint.hex()}){hint}")
     if header.rate >= spec.num_rates:
