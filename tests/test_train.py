@@ -82,3 +82,43 @@ def test_resume_refuses_a_run_with_other_stages(data, tmp_path):
     checkpoints.save(run, state)
     with pytest.raises(EdgecodecError, match="other stages"):
         Trainer("tiny", str(data), str(run), _recipe()).load_checkpoint()
+
+
+def test_init_redoes_later_stages_and_keeps_the_rest(data, tmp_path):
+    """`--init MODEL --stages latent,denoiser,joint`: the autoencoder's encoder is kept bit for bit,
+    the stages that run change their weights, and the steps split over the stages that run."""
+    from dataclasses import replace
+
+    from edgecodec.weights import load_model
+
+    first = Trainer("tiny", str(data), str(tmp_path / "a"), _recipe())
+    first.run(progress=False)
+    recipe = replace(_recipe(), stages=("latent", "denoiser", "joint"))
+    assert recipe.stage_steps() == [0, 4, 4, 4]
+    again = Trainer("tiny", str(data), str(tmp_path / "b"), recipe, init=str(tmp_path / "a" / "model.safetensors"))
+    again.run(progress=False)
+    a = load_model(str(tmp_path / "a" / "model.safetensors")).codec.state_dict()
+    b = load_model(str(tmp_path / "b" / "model.safetensors")).codec.state_dict()
+    for k in a:
+        if k.startswith(("pixel_vq.encoder", "pixel_vq.quant_conv")):
+            assert torch.equal(a[k], b[k]), k  # no pixel stage, no renormalisation
+    changed = lambda prefix: any(not torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))  # noqa: E731
+    assert changed("latent_vq.decoder") and changed("denoiser.") and changed("pixel_vq.decoder")
+    assert again.step == 12 and "stage_done" in (tmp_path / "b" / "train.log").read_text()
+
+
+def test_init_and_stages_are_checked(data, tmp_path):
+    from dataclasses import replace
+
+    from edgecodec.errors import EdgecodecError
+    from edgecodec.weights import save_codec
+    from edgecodec.zoo import build_model, named_configs
+
+    with pytest.raises(EdgecodecError, match="needs --init"):
+        Trainer("tiny", str(data), str(tmp_path / "x"), replace(_recipe(), stages=("latent",)))
+    with pytest.raises(EdgecodecError, match="unknown stage"):
+        Trainer("tiny", str(data), str(tmp_path / "x"), replace(_recipe(), stages=("pixel", "denoise")))
+    student = tmp_path / "student.safetensors"
+    save_codec(build_model(named_configs()["tiny-edge"]), student)
+    with pytest.raises(EdgecodecError, match="another architecture"):
+        Trainer("tiny", str(data), str(tmp_path / "x"), _recipe(), init=str(student))

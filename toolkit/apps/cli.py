@@ -176,6 +176,8 @@ def cmd_train(args) -> int:
     from .train import STAGES, Recipe, Trainer
 
     recipe = Recipe(seed=args.seed)
+    if args.stages is not None:
+        recipe.stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
     if args.steps is not None:
         recipe.steps = args.steps
     if args.batch is not None:
@@ -185,7 +187,7 @@ def cmd_train(args) -> int:
     if args.checkpoint_every < 1:
         raise EdgecodecError("--checkpoint-every must be at least 1")
     recipe.checkpoint_every = args.checkpoint_every
-    trainer = Trainer(args.config, args.data, args.out, recipe, val=args.val)
+    trainer = Trainer(args.config, args.data, args.out, recipe, val=args.val, init=args.init)
     if args.resume:
         trainer.load_checkpoint()
     trainer.run(stop_after=args.stop_after)
@@ -517,7 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", default=None, help="folder of validation images (first 8 used)")
     p.add_argument("--out", required=True, help="run directory: checkpoint.pt, train.log, model.safetensors")
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/checkpoint.pt")
-    p.add_argument("--steps", type=int, default=None, help="total steps over all stages (default 40000)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="total steps over the stages run, split by the recipe's fractions (default 40000)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from this trained model file of the same config instead of random weights")
+    p.add_argument("--stages", default=None, metavar="LIST",
+                   help="comma-separated stages to run (default: pixel,latent,denoiser,joint); the others "
+                        "keep --init's weights, e.g. --init RUN/model.safetensors --stages latent,denoiser,joint")
     p.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after N steps this run")
     p.add_argument("--checkpoint-every", type=int, default=250, metavar="N",
                    help="write the checkpoint every N steps (atomically; a killed run resumes from it; default 250)")

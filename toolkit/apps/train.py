@@ -5,7 +5,9 @@
                so the rate table's sigma means the same thing for every model.
   2. latent    the latent VQ model: latent encoder -> base + residual VQ (EMA k-means codebooks,
                dead-code restarts, straight-through) -> latent decoder, trained on every rate's
-               prefix sum at once; then the entropy prior = index histograms of the train set.
+               prefix sum at once plus the unquantized code (without that term the encoder learns a
+               code the decoder cannot invert, which caps the top rates); then the entropy prior =
+               index histograms of the train set.
   3. denoiser  the one-step Swin-UNet with the rate-aware noise of every rate (a random rate per
                sample), on the latent MSE to the clean latent.
   4. joint     the denoiser jointly with the pixel decoder, on pixel MSE plus a latent MSE.
@@ -15,6 +17,9 @@ training image and its mirror image encoded once) instead of encoding pixels eve
 batches hold 4x the latent cells of the 0.2 recipe at less cost. The pixel-resolution stages (1 and 4)
 run under bfloat16 autocast where the CPU has it (weights, optimizer and losses stay float32; the code
 itself is always searched in float32, as the encoder does).
+
+`init` starts from a trained model of the same config and `stages` runs a subset of the stages, so a
+later stage's recipe can be redone on a finished run without training the autoencoder again.
 
 Resume is exact: the checkpoint holds weights, optimizer, EMA codebook statistics, the data
 sampler's and torch's RNG states, and the step. Only data on disk is read.
@@ -57,15 +62,21 @@ class Recipe:
     crop: tuple[int, ...] = (256, 256, 256, 256)  # pixels; cached stages take crop / 16 latent cells
     ema_decay: float = 0.99
     commit: float = 0.25
+    continuous: float = 1.0  # latent stage: weight of the unquantized code's latent MSE
     latent_loss: float = 0.1
     bf16: bool = True  # autocast the pixel-resolution stages (used only where the CPU supports it)
     checkpoint_every: int = 250
     validate_every: int = 1000
     seed: int = 0
+    stages: tuple[str, ...] = STAGES  # the stages to run; the others get no steps (with `init`)
 
     def stage_steps(self) -> list[int]:
-        counts = [max(1, int(round(self.steps * f))) for f in self.fractions]
-        counts[-1] = max(1, self.steps - sum(counts[:-1]))
+        """Steps per stage: `steps` split by the fractions of the stages that run."""
+        run = [s in self.stages for s in STAGES]
+        share = sum(f for f, r in zip(self.fractions, run) if r)
+        counts = [max(1, int(round(self.steps * f / share))) if r else 0 for f, r in zip(self.fractions, run)]
+        last = max(i for i, r in enumerate(run) if r)
+        counts[last] = max(1, self.steps - sum(counts[:last]))
         return counts
 
 
@@ -131,6 +142,13 @@ class EmaCodebooks:
         self.cluster_size, self.embed_avg = state["cluster_size"], state["embed_avg"]
         self.initialised = state["initialised"]
 
+    def resume_from_books(self) -> None:
+        """Continue from the codebooks as they are (a trained model), as init_from leaves its statistics."""
+        for s, book in enumerate(self.books):
+            self.embed_avg[s] = book.detach().clone()
+            self.cluster_size[s].fill_(1.0)
+        self.initialised = True
+
     @torch.no_grad()
     def init_from(self, vectors: torch.Tensor, gen: torch.Generator) -> None:
         """Seed every stage's codebook with data: base codes from samples, residual stages from
@@ -170,7 +188,7 @@ def nearest(vectors: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
 
 class Trainer:
     def __init__(self, config: str, data: str, out: str, recipe: Recipe, val: str | None = None,
-                 log_to_console: bool = True):
+                 log_to_console: bool = True, init: str | None = None):
         configs = {n: c for n, c in named_configs().items() if c.family == Codec.family}
         if config not in configs:
             raise EdgecodecError(f"unknown config '{config}': `train` trains the {Codec.family} family "
@@ -178,16 +196,36 @@ class Trainer:
         self.recipe, self.out = recipe, Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = _logger(self.out / "train.log", log_to_console)
+        unknown = sorted(set(recipe.stages) - set(STAGES))
+        if unknown or not recipe.stages:
+            raise EdgecodecError(f"unknown stage(s) {', '.join(unknown) or '(none given)'}: the stages are "
+                                 f"{', '.join(STAGES)}")
+        if "pixel" not in recipe.stages and init is None:
+            raise EdgecodecError("skipping the pixel stage needs --init: a trained model to start from")
         self.codec = build_model(configs[config]).train()
+        if init is not None:
+            self._load_init(init, configs[config])
         self.sampler = CropSampler(load_folder(data), recipe.seed)
         self.val_images = load_folder(val)[:8] if val else []
         self.gen = torch.Generator().manual_seed(recipe.seed)
         self.ema = EmaCodebooks(self.codec, recipe.ema_decay)
+        if init is not None:  # keep the trained codebooks; their usage statistics start afresh
+            self.ema.resume_from_books()
         self.step, self.stage_index = 0, 0
         self.wall = 0.0
         self.history: list[dict] = []
         self._cache: list[torch.Tensor] | None = None  # built when a cached stage first needs it
         self.optimizer = self._optimizer()
+
+    def _load_init(self, path: str, cfg) -> None:
+        from edgecodec.weights import load_file
+
+        loaded = load_file(path)
+        if loaded.codec.cfg != cfg:
+            raise EdgecodecError(f"--init {path} is a '{loaded.codec.cfg.name}' model with another architecture "
+                                 f"than config '{cfg.name}'")
+        self.codec.load_state_dict(loaded.codec.state_dict())
+        self.codec.train()
 
     # parameters trained in each stage
     def _params(self) -> list[torch.nn.Parameter]:
@@ -244,8 +282,10 @@ class Trainer:
             zq = st.reshape(b, h, w, d).permute(0, 3, 1, 2)
             losses.append(F.mse_loss(c.latent_vq.decode(zq), z))
             commit = commit + F.mse_loss(flat, code)
-        loss = sum(losses) / len(losses) + self.recipe.commit * commit / len(losses)
-        return {"loss": loss, "mse_r0": losses[0], "mse_top": losses[-1]}
+        continuous = F.mse_loss(c.latent_vq.decode(e), z)
+        loss = (sum(losses) / len(losses) + self.recipe.commit * commit / len(losses)
+                + self.recipe.continuous * continuous)
+        return {"loss": loss, "mse_r0": losses[0], "mse_top": losses[-1], "mse_continuous": continuous}
 
     def _denoised(self, z: torch.Tensor) -> torch.Tensor:
         """x0 for the clean latents z, each sample at a random rate with its rate-aware noise."""
@@ -339,19 +379,20 @@ class Trainer:
                 self.save_checkpoint()
                 bar.close()
                 return
-        if self.stage_index < len(STAGES):
+        while self.stage_index < len(STAGES):  # the last stage run, and any after it that do not run
             self._finish_stage(STAGES[self.stage_index])
         bar.close()
         self.finish()
 
     def _finish_stage(self, stage: str) -> None:
-        if stage == "pixel":
-            self.normalise_latent()
-        elif stage == "latent":
-            self.compute_prior()
-        self.log.info(json.dumps({"stage_done": stage, "step": self.step, "wall_s": round(self.wall, 1)}))
-        if self.val_images:
-            self.validate()
+        if stage in self.recipe.stages:  # a stage that did not run keeps the --init model's state
+            if stage == "pixel":
+                self.normalise_latent()
+            elif stage == "latent":
+                self.compute_prior()
+            self.log.info(json.dumps({"stage_done": stage, "step": self.step, "wall_s": round(self.wall, 1)}))
+            if self.val_images:
+                self.validate()
         self.stage_index += 1
         if self.stage_index < len(STAGES):
             self.optimizer = self._optimizer()
