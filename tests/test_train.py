@@ -105,6 +105,11 @@ def test_init_redoes_later_stages_and_keeps_the_rest(data, tmp_path):
     changed = lambda prefix: any(not torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))  # noqa: E731
     assert changed("latent_vq.decoder") and changed("denoiser.") and changed("pixel_vq.decoder")
     assert again.step == 12 and "stage_done" in (tmp_path / "b" / "train.log").read_text()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "b" / "model.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["edgecodec.init"] == "model.safetensors" and '"stages": ["latent"' in meta["edgecodec.recipe"]
 
 
 def test_init_and_stages_are_checked(data, tmp_path):

@@ -193,7 +193,7 @@ class Trainer:
         if config not in configs:
             raise EdgecodecError(f"unknown config '{config}': `train` trains the {Codec.family} family "
                                  f"({', '.join(configs)}); students are trained with `distill`")
-        self.recipe, self.out = recipe, Path(out)
+        self.recipe, self.out, self.init = recipe, Path(out), init
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = _logger(self.out / "train.log", log_to_console)
         unknown = sorted(set(recipe.stages) - set(STAGES))
@@ -481,6 +481,8 @@ class Trainer:
     def finish(self) -> Path:
         meta = {"edgecodec.trained": "true", "edgecodec.steps": str(self.step),
                 "edgecodec.train_wall_s": f"{self.wall:.0f}", "edgecodec.recipe": json.dumps(asdict(self.recipe))}
+        if self.init is not None:
+            meta["edgecodec.init"] = Path(self.init).name  # the file it started from (see the model card)
         path = self.out / "model.safetensors"
         save_codec(self.codec.eval(), path, meta)
         write_text_atomic(self.out / "history.json", json.dumps(self.history, indent=2))
