@@ -76,10 +76,11 @@ def test_foreign_model(stream, photo):
         decoder.decode(stream)
 
 
-def test_stream_of_retired_weights_says_which(tiny_decoder, stream):
-    """Streams of the weights shipped before a retrain are refused with where they came from."""
-    retired = next(iter(bitstream.RETIRED))
-    with pytest.raises(StreamError, match=f"fingerprint {retired}.*edgecodec 0.3"):
+@pytest.mark.parametrize("retired", sorted(bitstream.RETIRED))
+def test_stream_of_retired_weights_says_which(tiny_decoder, stream, retired):
+    """Streams of the weights shipped before a retrain are refused with the version that decodes them."""
+    version = bitstream.RETIRED[retired].split("edgecodec ")[1].split(" ")[0]
+    with pytest.raises(StreamError, match=f"fingerprint {retired}.*decode the stream with edgecodec {version}"):
         tiny_decoder.decode(_reframe(stream, fingerprint=bytes.fromhex(retired)))
 
 

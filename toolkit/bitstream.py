@@ -88,7 +88,9 @@ def read_header(data: bytes) -> Header:
 
 # Fingerprints of embedded weights that were replaced: their streams get a hint, not only a refusal.
 RETIRED = {"b72f824bdf5ea963": "the 'tiny' of edgecodec 0.3 and earlier (retrained in 0.4); "
-                               "decode the stream with edgecodec 0.3, or re-encode the original image"}
+                               "decode the stream with edgecodec 0.3, or re-encode the original image",
+           "9d9d719b16549541": "the 'tiny' of edgecodec 0.4 (retrained in 0.5: latent stage on the unquantized "
+                               "code too); decode the stream with edgecodec 0.4, or re-encode the original image"}
 
 
 def check_compatible(header: Header, spec: StreamSpec) -> None:
