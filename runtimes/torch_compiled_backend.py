@@ -1,6 +1,6 @@
 """The fused runtime: the decode graph through torch.compile. On CPUs inductor writes C++/OpenMP
-kernels (fused element-wise work around the oneDNN convolutions, constant-folded, weights
-pre-packed: `freezing`); on CUDA, Triton kernels replayed as CUDA graphs (`reduce-overhead`) with
+kernels (fused element-wise work around the oneDNN convolutions and eager's GroupNorm kernel,
+constant-folded, weights pre-packed: `freezing`); on CUDA, Triton kernels replayed as CUDA graphs (`reduce-overhead`) with
 fp16/bf16 autocast if asked.
 
 A graph compiles once per tile shape on first use (tens of seconds to minutes, cached under the
@@ -18,6 +18,7 @@ import torch
 
 from edgecodec.cache import cache_root
 from edgecodec.errors import RuntimeUnavailable
+from edgecodec.norm import opaque_group_norms
 from edgecodec.zoo import DecodeGraph
 
 from .base import RuntimeInfo
@@ -56,7 +57,8 @@ class CompiledDecoder(TorchDecoder):
             raise RuntimeUnavailable(f"unknown torch.compile mode '{self.mode}': choose from {', '.join(MODES)}")
         self.dtype = dtype
         self.cache_dir = configure_inductor()
-        self.graph = DecodeGraph(self.codec).eval()
+        # on CPUs GroupNorm stays eager's kernel (edgecodec.norm says why); the encoder keeps self.codec
+        self.graph = DecodeGraph(self.codec if on_cuda else opaque_group_norms(self.codec)).eval()
         # static shapes: one specialised graph per tile shape (tiling keeps the shapes few)
         self.compiled = torch.compile(self.graph, mode=None if self.mode == "default" else self.mode, dynamic=False)
         self.compiled_for: dict[tuple[int, int], float] = {}  # latent shape -> compile (first call) ms

@@ -1,6 +1,7 @@
 """GroupNorm's export form (edgecodec.norm): the same numbers as torch's kernel, a graph without the
 channel-splitting reshape that costs OpenVINO its layout reorders, and NNCF's hooks on group_norm
-still in the exported graph."""
+still in the exported graph. Its compile form: a copy whose GroupNorms are one opaque op, same numbers
+(tests/test_gpu_logic.py compiles a whole decoder with it)."""
 
 import io
 import warnings
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from edgecodec.export.onnx_export import OPSET
-from edgecodec.norm import register_group_norm_export
+from edgecodec.norm import opaque_group_norms, register_group_norm_export
 
 
 def _export(model, x) -> bytes:
@@ -86,3 +87,16 @@ def test_quantizer_on_a_group_norm_output_survives_export():
     conv = next(n for n in graph.node if n.op_type == "Conv")
     assert producer[conv.input[0]].op_type == "DequantizeLinear"
     assert "InstanceNormalization" not in {n.op_type for n in graph.node}
+
+
+def test_opaque_group_norms_is_a_copy_with_the_same_numbers():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.GroupNorm(8, 16, eps=1e-6),
+                                torch.nn.SiLU(), torch.nn.GroupNorm(4, 16, affine=False)).eval()
+    opaque = opaque_group_norms(model)
+    assert type(model[1]) is torch.nn.GroupNorm  # the original is untouched
+    assert type(opaque[1]).__name__ == "OpaqueGroupNorm" and type(opaque[3]) is torch.nn.GroupNorm  # no weights
+    x = torch.randn(1, 3, 24, 40) * 3 + 1
+    with torch.no_grad():
+        assert torch.equal(opaque(x), model(x))
+        assert torch.equal(opaque_group_norms(model)(x), model(x))  # the op registers once per process
