@@ -88,7 +88,8 @@ class CompiledDecoder(TorchDecoder):
         compiled = [{"latent": list(s), "pixels": [s[0] * self.spec.downsample, s[1] * self.spec.downsample],
                      "compile_ms": round(ms, 1)} for s, ms in self.compiled_for.items()]
         details = {**base.details, "mode": self.mode, "dtype": self.dtype, "compiled": compiled,
-                   "compile_cache": self.cache_dir, "backend": "inductor"}
+                   "compile_cache": self.cache_dir, "backend": "inductor",
+                   "group_norm": "inductor" if self.device.type == "cuda" else "eager kernel (opaque custom op)"}
         return RuntimeInfo(self.name, base.device, self.dtype, details=details)
 
 

@@ -105,7 +105,7 @@ def test_torch_compiled_matches_eager_and_reports_its_compile(tmp_path, monkeypa
     info = compiled.info
     assert info.backend == "torch-compiled" and info.device == "cpu" and info.precision == "fp32"
     assert [c["pixels"] for c in info.details["compiled"]] == [[128, 192]] and compiled.jit_compile_ms > 0
-    assert info.details["compile_cache"].endswith("inductor")
+    assert info.details["compile_cache"].endswith("inductor") and info.details["group_norm"].startswith("eager")
     with pytest.raises(RuntimeUnavailable, match="CUDA only"):
         create_decoder("torch-compiled", model="tiny-edge", dtype="fp16")
 
