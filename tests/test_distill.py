@@ -48,6 +48,22 @@ def test_student_budgets():
     assert stage_flops(cfgs["diffo"], 512, 768)["pixel"] >= 10 * stage_flops(cfgs["diffo-edge"], 512, 768)["pixel"]
 
 
+def test_student_config_round_trips_and_older_students_load_without_context():
+    from edgecodec.edge import EdgeConfig
+    from edgecodec.zoo import build_model, named_configs
+
+    cfg = named_configs()["tiny-edge"]
+    assert cfg.context == "pool" and EdgeConfig.from_json(cfg.to_json()) == cfg
+    older = json.loads(cfg.to_json())
+    del older["context"]  # what 0.5 and earlier wrote
+    plain = EdgeConfig.from_json(json.dumps(older))
+    assert plain.context == ""
+    assert not any(k.endswith("context.weight") for k in build_model(plain).state_dict())
+    assert any(k.endswith("context.weight") for k in build_model(cfg).state_dict())
+    with pytest.raises(ValueError, match="context 'attention'"):
+        EdgeConfig.from_json(json.dumps({**older, "context": "attention"})).check()
+
+
 def test_student_and_teacher_share_streams(tiny, student, photos):
     from edgecodec.coding import encode_image
     from edgecodec.imageio import list_images, load_image
