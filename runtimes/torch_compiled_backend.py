@@ -1,7 +1,7 @@
 """The fused runtime: the decode graph through torch.compile. On CPUs inductor writes C++/OpenMP
 kernels (fused element-wise work around the oneDNN convolutions and eager's GroupNorm kernel,
-constant-folded, weights pre-packed: `freezing`); on CUDA, Triton kernels replayed as CUDA graphs (`reduce-overhead`) with
-fp16/bf16 autocast if asked.
+constant-folded, weights pre-packed: `freezing`); on CUDA, Triton kernels replayed as CUDA graphs
+(`reduce-overhead`) with fp16/bf16 autocast if asked.
 
 A graph compiles once per tile shape on first use (tens of seconds to minutes, cached under the
 edgecodec cache directory, so later processes start warm); `jit_compile_ms` reports that time
