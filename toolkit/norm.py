@@ -23,6 +23,9 @@ turns every GroupNorm of a copy of a module into a custom op that inductor calls
 
 from __future__ import annotations
 
+import functools
+
+
 def _group_norm(g, x, num_groups, weight, bias, eps, cudnn_enabled):
     import torch
     from torch.onnx import symbolic_helper as sh
@@ -72,40 +75,33 @@ def opaque_group_norms(module):
 
     from torch import nn
 
-    op = _opaque_group_norm_op()
-
-    class OpaqueGroupNorm(nn.GroupNorm):
-        def forward(self, x):
-            return op(x, self.num_groups, self.weight, self.bias, self.eps)
-
     module = copy.deepcopy(module)
     for m in module.modules():
         if type(m) is nn.GroupNorm and m.affine:
-            m.__class__ = OpaqueGroupNorm
+            m.__class__ = _opaque_group_norm()
     return module
 
 
-_OP = None
+@functools.cache  # the op registers once per process, on first use: importing this module needs no torch
+def _opaque_group_norm():
+    import torch
+    import torch.nn.functional as F
 
+    # the schema is spelled out: this module's annotations are strings (__future__)
+    @torch.library.custom_op("edgecodec::group_norm", mutates_args=(),
+                             schema="(Tensor x, int groups, Tensor weight, Tensor bias, float eps) -> Tensor")
+    def group_norm(x, groups, weight, bias, eps):
+        return F.group_norm(x, groups, weight, bias, eps)
 
-def _opaque_group_norm_op():
-    global _OP
-    if _OP is None:  # registered once per process, on first use: importing this module stays free of torch
-        import torch
-        import torch.nn.functional as F
+    @group_norm.register_fake
+    def _(x, groups, weight, bias, eps):
+        return torch.empty_like(x)
 
-        # the schema is spelled out: this module's annotations are strings (__future__)
-        @torch.library.custom_op("edgecodec::group_norm", mutates_args=(),
-                                 schema="(Tensor x, int groups, Tensor weight, Tensor bias, float eps) -> Tensor")
-        def group_norm(x, groups, weight, bias, eps):
-            return F.group_norm(x, groups, weight, bias, eps)
+    class OpaqueGroupNorm(torch.nn.GroupNorm):
+        def forward(self, x):
+            return group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
-        @group_norm.register_fake
-        def _(x, groups, weight, bias, eps):
-            return torch.empty_like(x)
-
-        _OP = group_norm
-    return _OP
+    return OpaqueGroupNorm
 
 
 __all__ = ["opaque_group_norms", "register_group_norm_export"]
