@@ -42,9 +42,8 @@ def check(runtime: str, precision: str, decode, cases: list, reference: dict) ->
 def run(out: Path, model: str, size: tuple[int, int], say=print) -> dict:
     from edgecodec.benchmarks.output import write_reports
     from edgecodec.benchmarks.runner import BenchConfig, run_bench
-    from edgecodec.coding import encode_with
     from edgecodec.export.exporter import export_bundle
-    from edgecodec.harness import Case
+    from edgecodec.harness import encode_cases
     from edgecodec.imageio import sample_images
     from edgecodec.quantize.bundle import QuantizeOptions, quantize_bundle
     from edgecodec.quantize.calibration import fit_image, sets_from_images
@@ -71,8 +70,7 @@ def run(out: Path, model: str, size: tuple[int, int], say=print) -> dict:
     bundles["int8"] = quantize_bundle(loaded, str(out / "bundle-int8"), [size],
                                       QuantizeOptions(method="ptq", samples=8, allow_parity_failure=True), sets=sets)
     reference = create_decoder("torch-cpu", model=loaded)
-    cases = [Case(name, rate, rgb, encode_with(reference, rgb, rate)) for name, rgb in images
-             for rate in range(reference.spec.num_rates)]
+    cases = encode_cases(reference, images, list(range(reference.spec.num_rates)))
     expected = {(c.name, c.rate): reference.decode(c.data) for c in cases}
     for name in usable:
         b = BACKENDS[name]

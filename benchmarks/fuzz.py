@@ -153,7 +153,7 @@ def run_case(data: bytes, spec, decoders: dict) -> dict:
 def setup(workdir: Path, runtimes: list[str], model: str = "tiny"):
     """The model's real streams (every rate, the sample photos cropped to SIZE) and one decoder per
     runtime (bundle runtimes on a bundle exported at SIZE)."""
-    from edgecodec.coding import encode_with
+    from edgecodec.coding import encode_rates
     from edgecodec.export.exporter import export_bundle
     from edgecodec.imageio import sample_images
     from edgecodec.runtimes import BACKENDS, create_decoder
@@ -173,7 +173,7 @@ def setup(workdir: Path, runtimes: list[str], model: str = "tiny"):
         for crop in ((0, 0, *SIZE), (100, 150, 48, 80)):  # one of the graph's size, one tiled and padded
             y, x, h, w = crop
             img = np.ascontiguousarray(rgb[y: y + h, x: x + w])
-            streams += [encode_with(torch_dec, img, rate) for rate in range(torch_dec.spec.num_rates)]
+            streams += [e.data for e in encode_rates(torch_dec, img, range(torch_dec.spec.num_rates)).values()]
     return torch_dec.spec, streams, decoders
 
 

@@ -102,7 +102,7 @@ def make_items(codec, images: Sequence[tuple[str, np.ndarray]], size: tuple[int,
 
     Each is encoded, parsed and given noise exactly as a decoder would (module docstring)."""
     from edgecodec import bitstream
-    from edgecodec.coding import encode_image
+    from edgecodec.coding import encode_image_rates
     from edgecodec.noise import portable_noise
 
     if not images:
@@ -110,15 +110,16 @@ def make_items(codec, images: Sequence[tuple[str, np.ndarray]], size: tuple[int,
     height, width = size
     spec = codec.stream_spec()
     num_rates = spec.num_rates
-    fitted = {}
+    fitted, streams = {}, {}
     items = []
     for i in range(start, start + count):
         k, rate = pair(i, len(images), num_rates)
         name, rgb = images[k]
         if name not in fitted:
             fitted[name] = fit_image(rgb, height, width)
+            streams[name] = encode_image_rates(codec, fitted[name], range(num_rates))  # one encoder pass
         img = fitted[name]
-        data = encode_image(codec, img, rate)
+        data = streams[name][rate].data
         parsed = bitstream.parse(data, spec)
         _, stages, h, w = parsed.indices.shape
         full = np.zeros((1, num_rates, h, w), np.int64)  # every stage, unused ones zero (bundled.py)

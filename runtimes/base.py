@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edgecodec import bitstream
+from edgecodec.errors import RuntimeUnavailable
 from edgecodec.frames import to_image
 from edgecodec.noise import portable_noise
 from edgecodec.spec import StreamSpec
@@ -57,7 +58,8 @@ class Decoder(ABC):
     @property
     @abstractmethod
     def model(self) -> dict:
-        """name, source and trained of the model decoded (eval's `model` key)."""
+        """name, source, trained and seeds (its default seed-search candidates) of the model decoded
+        (eval's `model` key)."""
 
     @property
     def can_encode(self) -> bool:
@@ -67,6 +69,10 @@ class Decoder(ABC):
     def encode_indices(self, image: np.ndarray) -> np.ndarray:
         """(1, 3, Hp, Wp) float32 image in [-1, 1] (frames.to_model_input) -> (1, S, h, w) int64
         indices of every VQ stage: the model's encoder, on this runtime (coding.encode_with)."""
+
+    def encode_payload(self, rgb: np.ndarray) -> bytes:
+        """H x W x 3 uint8 -> the payload of a model whose family codes its own stream (spec.coder "family")."""
+        raise RuntimeUnavailable(f"runtime {self.name} cannot encode {self.spec.model}'s streams: use torch")
 
     @abstractmethod
     def grid_for(self, h: int, w: int) -> tiling.Grid | None:

@@ -84,7 +84,8 @@ class BundleDecoder(Decoder):
 
     @property
     def model(self) -> dict:
-        return {k: self.bundle.manifest["model"].get(k) for k in ("name", "source", "trained")}
+        model = self.bundle.manifest["model"]
+        return {**{k: model.get(k) for k in ("name", "source", "trained")}, "seeds": model.get("seeds", 1)}
 
     @property
     def can_encode(self) -> bool:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
-from edgecodec.errors import RuntimeUnavailable
+from edgecodec import bitstream
+from edgecodec.errors import RuntimeUnavailable, StreamError
+from edgecodec.frames import to_image
 from edgecodec.weights import LoadedModel, load_model
 
 from . import tiling
@@ -46,6 +50,8 @@ class TorchDecoder(Decoder):
         self.tile = (tile[0] // self.spec.downsample, tile[1] // self.spec.downsample)
 
     def grid_for(self, h: int, w: int) -> tiling.Grid | None:
+        if self.spec.coder != "vq":  # a family-coded stream decodes in one piece (its family has no tiling)
+            return None
         return None if h <= self.tile[0] and w <= self.tile[1] else tiling.Grid.plan(h, w, self.tile)
 
     @property
@@ -58,7 +64,25 @@ class TorchDecoder(Decoder):
 
     @property
     def model(self) -> dict:
-        return {"name": self.loaded.name, "source": self.loaded.source, "trained": self.loaded.trained}
+        return {"name": self.loaded.name, "source": self.loaded.source, "trained": self.loaded.trained,
+                "seeds": self.loaded.seeds}
+
+    def decode(self, data: bytes) -> np.ndarray:
+        if self.spec.coder == "vq":
+            return super().decode(data)
+        # a family that codes its own payload decodes it, host side included (OneDC: z, priors, y)
+        header, payload = bitstream.payload_of(data, self.spec)
+        out, host, timings = self.codec.decode_payload(payload)
+        if header is not None and (header.height, header.width) != (host["height"], host["width"]):
+            raise StreamError(f"corrupted stream: the header says {header.width}x{header.height}, its payload "
+                              f"{host['width']}x{host['height']}")
+        t = time.perf_counter()
+        image = to_image(out, host["height"], host["width"])
+        self.last_timings = {**timings, "post_ms": (time.perf_counter() - t) * 1e3}
+        return image
+
+    def encode_payload(self, rgb: np.ndarray) -> bytes:
+        return self.codec.write_payload(rgb)[0]
 
     @torch.inference_mode()
     def encode_indices(self, image: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ def test_wrong_version(tiny_decoder, stream):
 def test_foreign_model(stream, photo):
     from dataclasses import replace
 
-    from edgecodec.config import TINY
+    from edgecodec.families.diffo.config import TINY
     from edgecodec.runtimes import create_decoder
     from edgecodec.weights import LoadedModel
     from edgecodec.zoo import build_model

@@ -8,7 +8,7 @@ import torch
 
 from edgecodec import bitstream
 from edgecodec.coding import encode_image
-from edgecodec.config import CONFIGS
+from edgecodec.families.diffo.config import CONFIGS
 from edgecodec.errors import ModelError
 from edgecodec.metrics import psnr
 
@@ -92,7 +92,7 @@ def test_fixed_seed_and_seed_search_exclude_each_other(tiny, photo):
 
 
 def _meta_codec(name):
-    from edgecodec.codec import Codec
+    from edgecodec.families.diffo.codec import Codec
 
     with torch.device("meta"):
         return Codec(CONFIGS[name])
@@ -148,7 +148,7 @@ def test_diffo_keys_follow_the_checkpoint_layout():
 
 def test_shifted_window_mask_reproduces_reference_quirk():
     """Oracle: the reference's own construction, slicing a (1, 1, H, W) tensor as (1, H, W, 1)."""
-    from edgecodec.swin import shifted_window_mask
+    from edgecodec.families.diffo.swin import shifted_window_mask
 
     h, w, ws, s = 8, 12, 4, 2
     img = torch.zeros((1, 1, h, w))

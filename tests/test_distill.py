@@ -49,7 +49,7 @@ def test_student_budgets():
 
 
 def test_student_config_round_trips_and_older_students_load_without_context():
-    from edgecodec.edge import EdgeConfig
+    from edgecodec.families.edge import EdgeConfig
     from edgecodec.zoo import build_model, named_configs
 
     cfg = named_configs()["tiny-edge"]
@@ -105,7 +105,7 @@ def test_stream_of_another_model_is_refused(student, photos):
     from dataclasses import replace
 
     from edgecodec.coding import encode_image
-    from edgecodec.config import TINY
+    from edgecodec.families.diffo.config import TINY
     from edgecodec.imageio import list_images, load_image
     from edgecodec.runtimes import create_decoder
     from edgecodec.weights import LoadedModel

@@ -97,5 +97,18 @@ def test_no_module_import_cycles():
 def test_the_rules_see_imports():
     """The checker itself: it finds a known top-level and a known function-level import."""
     g = graph()
-    assert "edgecodec.zoo" in g["edgecodec.codec"]
+    assert "edgecodec.zoo" in g["edgecodec.families.diffo.codec"]
     assert "edgecodec.export.exporter" in g["edgecodec.apps.cli"]
+
+
+def test_only_the_zoo_names_a_family():
+    """Families are reached through the zoo (by module name in zoo.FAMILIES), so export, quantize, runtimes,
+    benchmarks and the core never import one; a family may build on another (a student on its teacher's
+    encoder side); only applications made for one family (its importer, its trainer) import it."""
+    bad = []
+    for module, deps in graph().items():
+        if module.startswith("edgecodec.families") or module.startswith("edgecodec.apps."):
+            continue
+        bad += [f"{module} imports {d}" for d in deps if d.startswith("edgecodec.families")]
+    assert not bad, "\n".join(sorted(bad))
+    assert "edgecodec.families.onedc.nets" in graph()["edgecodec.apps.onedc_import"]

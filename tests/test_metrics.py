@@ -88,7 +88,6 @@ def test_ms_ssim_identical_is_one():
 
 def test_ms_ssim_noisy_in_range():
     pytest.importorskip("torch")
-    pytest.importorskip("pytorch_msssim")
     a = smooth(256, 256)
     b = np.clip(a.astype(np.int16) + RNG.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
     v = ms_ssim(a, b)
@@ -101,7 +100,6 @@ def test_ms_ssim_noisy_in_range():
 
 def test_ms_ssim_just_above_limit():
     pytest.importorskip("torch")
-    pytest.importorskip("pytorch_msssim")
     a = smooth(161, 170)
     b = a.copy()
     b[::7, ::5] ^= 8
@@ -109,8 +107,24 @@ def test_ms_ssim_just_above_limit():
     assert v is not None and 0.0 < v <= 1.0
 
 
+@pytest.mark.parametrize("size", [(161, 170), (200, 263), (512, 768)])
+def test_ms_ssim_is_pytorch_msssims_and_keeps_the_original(size):
+    """The oracle is pytorch_msssim itself; one MsSsim serves several images of one original."""
+    torch = pytest.importorskip("torch")
+    oracle = pytest.importorskip("pytorch_msssim").ms_ssim
+    from edgecodec.metrics import MsSsim
+
+    a = smooth(*size)
+    measure = MsSsim(a)
+    for amount in (3, 12, 40):
+        b = np.clip(a.astype(np.int16) + RNG.integers(-amount, amount + 1, a.shape), 0, 255).astype(np.uint8)
+        t = [torch.from_numpy(x).permute(2, 0, 1)[None].float() for x in (a, b)]
+        want = float(oracle(*t, data_range=255))
+        assert measure(b) == pytest.approx(want, abs=1e-6) and ms_ssim(a, b) == measure(b)
+
+
 def test_ms_ssim_without_torch(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pytorch_msssim", None)
+    monkeypatch.setitem(sys.modules, "torch", None)
     a = smooth(200, 200)
     b = a.copy()
     b[0, 0, 0] ^= 1

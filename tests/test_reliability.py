@@ -138,7 +138,7 @@ def _swap_in(copy: Path, name: str, source: Path) -> None:
 def other_bundles(tiny, tmp_path_factory):
     """`tiny` at another size; at the same size, a model of another geometry (3 VQ stages) and one
     of the same geometry with other weights (another fingerprint)."""
-    from edgecodec.config import TINY
+    from edgecodec.families.diffo.config import TINY
     from edgecodec.export.exporter import export_bundle
     from edgecodec.weights import LoadedModel
     from edgecodec.zoo import build_model

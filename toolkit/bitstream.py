@@ -15,6 +15,8 @@ Header, little-endian:
 
 Payload: rANS-coded indices (entropy.py), stage-major, row-major within a stage, each stage with
 its own static prior from the model. Every check below runs before anything large is allocated.
+For a model whose family codes its own payload (spec.coder "family"), the payload is that family's
+file unchanged (OneDC's container), rate 0 and seed 0: the header adds the fingerprint and the CRC.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _HEADER = struct.Struct("<4sBBHH8sIII")
 HEADER_BYTES = _HEADER.size
 MAX_SIDE = 16384  # a stream claiming more than this is treated as corrupt, whatever the CRC says
 MAX_PIXELS = 64_000_000
+BAD_MAGIC = "not an edgecodec stream (bad magic; a codec's own file, such as OneDC's, needs --model)"
 
 
 @dataclass(frozen=True)
@@ -66,11 +69,11 @@ def read_header(data: bytes) -> Header:
     """Validate framing (length, magic, version, CRC, sizes); no model needed."""
     if len(data) < HEADER_BYTES:
         if data[: len(MAGIC)] != MAGIC[: len(data)]:
-            raise StreamError("not an edgecodec stream (bad magic)")
+            raise StreamError(BAD_MAGIC)
         raise StreamError(f"truncated stream: {len(data)} bytes, the header alone is {HEADER_BYTES}")
     magic, version, rate, height, width, fp, seed, payload, crc = _HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise StreamError("not an edgecodec stream (bad magic)")
+        raise StreamError(BAD_MAGIC)
     if version != VERSION:
         raise StreamError(f"unsupported stream format version {version} (this edgecodec reads version {VERSION})")
     if len(data) < HEADER_BYTES + payload:
@@ -113,6 +116,25 @@ def parse(data: bytes, spec: StreamSpec) -> ParsedStream:
     return ParsedStream(header, symbols.reshape(1, header.rate + 1, h, w))
 
 
+def payload_of(data: bytes, spec: StreamSpec) -> tuple[Header | None, bytes]:
+    """A family-coded stream's payload: from an .edc (checked against the spec), or the family's own
+    file as it is (no header: None), which the family's reader then validates."""
+    if data[: len(MAGIC)] == MAGIC or spec.container is None:
+        header = read_header(data)
+        check_compatible(header, spec)
+        return header, data[HEADER_BYTES:]
+    return None, data
+
+
+def wrap(spec: StreamSpec, payload: bytes, height: int, width: int, rate: int = 0, seed: int = 0) -> bytes:
+    """Header + payload (the payload already entropy-coded)."""
+    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE and height * width <= MAX_PIXELS):
+        raise ValueError(f"image size {width}x{height} exceeds the stream format's limits")
+    head = _HEADER.pack(MAGIC, VERSION, rate, height, width, spec.fingerprint, seed & 0xFFFFFFFF,
+                        len(payload), 0)[:-4]
+    return head + struct.pack("<I", zlib.crc32(head + payload)) + payload
+
+
 def write(spec: StreamSpec, indices: np.ndarray, height: int, width: int, seed: int) -> bytes:
     """indices: (1, rate + 1, h, w) integer array for an image of height x width pixels."""
     _, stages, h, w = indices.shape
@@ -121,10 +143,5 @@ def write(spec: StreamSpec, indices: np.ndarray, height: int, width: int, seed: 
         raise ValueError(f"rate {rate} out of range for model {spec.model}")
     if (h, w) != spec.latent_size(height, width):
         raise ValueError(f"index grid {h}x{w} does not match a {height}x{width} image")
-    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE and height * width <= MAX_PIXELS):
-        raise ValueError(f"image size {width}x{height} exceeds the stream format's limits")
     payload = entropy.encode(indices.reshape(-1), [(m, h * w) for m in spec.entropy_models(rate)])
-    head = _HEADER.pack(MAGIC, VERSION, rate, height, width, spec.fingerprint, seed & 0xFFFFFFFF,
-                        len(payload), 0)[:-4]
-    crc = zlib.crc32(head + payload)
-    return head + struct.pack("<I", crc) + payload
+    return wrap(spec, payload, height, width, rate, seed)

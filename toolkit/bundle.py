@@ -58,7 +58,7 @@ class Manifest:
     """manifest.json, the one writer of it: export and quantize both build their bundles' manifests
     here. Sections a step adds later (parity, quantization) are optional."""
 
-    model: dict  # name, family, source, trained, fingerprint, config (JSON text)
+    model: dict  # name, family, source, trained, seeds, fingerprint, config (JSON text)
     precision: str  # fp32, fp16 or int8
     stream_spec: dict  # StreamSpec.to_json()
     graphs: list[dict]  # per size: size, files {format key: file}, gflops, stage_gflops, inputs, outputs,
@@ -79,7 +79,7 @@ class Manifest:
         spec = loaded.codec.stream_spec()
         return cls(
             model={"name": loaded.name, "family": loaded.codec.family, "source": loaded.source,
-                   "trained": loaded.trained, "fingerprint": spec.fingerprint.hex(),
+                   "trained": loaded.trained, "seeds": loaded.seeds, "fingerprint": spec.fingerprint.hex(),
                    "config": config_to_json(loaded.codec.cfg)},
             precision=precision, stream_spec=spec.to_json(), graphs=graphs,
             noise_rule={**NOISE_RULE, "rates": spec.to_json()["rates"]},

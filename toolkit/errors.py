@@ -36,9 +36,9 @@ class MissingPackage(EdgecodecError):
 
 
 # optional package (top-level import name) -> the extra of pyproject.toml that installs it
-EXTRAS = {"torch": "torch", "safetensors": "torch", "pytorch_msssim": "torch", "yaml": "torch",
+EXTRAS = {"torch": "torch", "safetensors": "torch", "yaml": "torch",
           "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "all", "openvino": "openvino",
-          "nncf": "quantize", "sklearn": "quantize"}
+          "nncf": "quantize", "sklearn": "quantize", "diffusers": "onedc"}
 
 
 def missing_package(exc: ImportError, verb: str) -> MissingPackage | None:

@@ -15,8 +15,7 @@ def stage_flops(cfg, height: int, width: int) -> dict[str, int]:
 
     from edgecodec.zoo import build_model
 
-    with torch.device("meta"):
-        model = build_model(cfg)
+    model = build_model(cfg, device="meta")
     counter = FlopCounterMode(display=False)
     counts = {stage: 0 for stage in model.stages}
     hooks, entry = [], {}
@@ -31,12 +30,9 @@ def stage_flops(cfg, height: int, width: int) -> dict[str, int]:
                 counts[key[0]] += counter.get_total_flops() - entry.pop(key)
 
             hooks += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-    h, w = height // cfg.downsample, width // cfg.downsample
-    idx = torch.zeros(1, cfg.num_rates, h, w, dtype=torch.long, device="meta")
-    noise = torch.zeros(1, cfg.latent_channels, h, w, device="meta")
     try:
         with counter:
-            model.decode_graph(idx, noise, 0)
+            model.count_decode(height, width)
     finally:
         for hook in hooks:
             hook.remove()

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .coding import encode_rates
 from .frames import to_image
-from .metrics import bpp, mean_or_none, ms_ssim, psnr
+from .metrics import MsSsim, bpp, mean_or_none, psnr
 
 PSNR_CAP = 100.0
 
@@ -38,6 +39,17 @@ class Case:
     extra: dict = field(default_factory=dict)
 
 
+def encode_cases(encoder, images: Iterable[tuple[str, np.ndarray]], rates: list[int], seeds: int = 1) -> list[Case]:
+    """One case per image and rate, image-major, one encoder pass per image (coding.encode_rates);
+    `encoder` is a runtime (runtimes.Decoder). A seed search's decode of the chosen seed rides along
+    in `case.extra["image"]`."""
+    cases = []
+    for name, rgb in images:
+        for rate, enc in encode_rates(encoder, rgb, rates, seeds=seeds).items():
+            cases.append(Case(name, rate, rgb, enc.data, extra={} if enc.image is None else {"image": enc.image}))
+    return cases
+
+
 def as_image(out: np.ndarray, height: int, width: int) -> np.ndarray:
     return out if out.dtype == np.uint8 and out.ndim == 3 else to_image(out, height, width)
 
@@ -51,7 +63,7 @@ def compare(cases: Iterable[Case], decode: Callable[[Case], np.ndarray],
             label: dict | None = None, on_output: Callable[[Case, np.ndarray], None] | None = None,
             progress: Callable[[], None] | None = None) -> list[dict]:
     """One row per case (see the module docstring), each with `label` merged in."""
-    rows = []
+    rows, ms_ssim_of = [], None
     for case in cases:
         h, w = case.original.shape[:2]
         out = decode(case)
@@ -62,8 +74,10 @@ def compare(cases: Iterable[Case], decode: Callable[[Case], np.ndarray],
         if case.data is not None:
             row.update(bytes=len(case.data), bpp=bpp(len(case.data), h, w))
         row["psnr"] = capped_psnr(case.original, image)
-        if with_ms_ssim:
-            row["ms_ssim"] = ms_ssim(case.original, image)
+        if with_ms_ssim:  # the original's statistics serve every case of it in a row (image-major cases)
+            if ms_ssim_of is None or ms_ssim_of.original is not case.original:
+                ms_ssim_of = MsSsim(case.original)
+            row["ms_ssim"] = ms_ssim_of(image)
         if reference is not None:
             ref = reference(case)
             ref_image = as_image(ref, h, w)
@@ -91,4 +105,4 @@ def per_rate(rows: list[dict], keys: Iterable[str] = SUMMARY_KEYS) -> list[dict]
     return [{"rate": rate, **summarize([r for r in rows if r["rate"] == rate], keys)} for rate in rates]
 
 
-__all__ = ["PSNR_CAP", "Case", "as_image", "capped_psnr", "compare", "per_rate", "summarize"]
+__all__ = ["PSNR_CAP", "Case", "as_image", "capped_psnr", "compare", "encode_cases", "per_rate", "summarize"]

@@ -1,7 +1,7 @@
 """Image-quality and rate metrics, all on 8-bit RGB.
 
-``psnr`` and ``bpp`` need only numpy. ``ms_ssim`` imports torch and pytorch_msssim
-lazily (the ``torch`` extra), so importing this module stays cheap on edge installs.
+``psnr`` and ``bpp`` need only numpy. ``ms_ssim`` imports torch lazily (the ``torch`` extra), so
+importing this module stays cheap on edge installs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import ImageError, RuntimeUnavailable
 
-__all__ = ["psnr", "ms_ssim", "bpp", "mean_or_none", "MS_SSIM_MIN_SIDE"]
+__all__ = ["psnr", "ms_ssim", "MsSsim", "bpp", "mean_or_none", "MS_SSIM_MIN_SIDE"]
 
 MS_SSIM_MIN_SIDE = 161
 """Smallest short side ms_ssim accepts: 5 scales with an 11-tap window need > (11-1)*2**4 = 160."""
@@ -53,45 +53,98 @@ def ms_ssim_available() -> bool:
     """Whether ms_ssim can run here (an edge install without torch reports MS-SSIM as n/a)."""
     import importlib.util
 
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "pytorch_msssim"))
+    return importlib.util.find_spec("torch") is not None
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
     """Multi-scale SSIM between two H x W x 3 ``uint8`` RGB images, in [0, 1].
 
-    Uses ``pytorch_msssim.ms_ssim`` with ``data_range=255``, the standard 11-tap
-    Gaussian window (sigma 1.5) and 5 scales, on the 8-bit RGB values (as float32,
-    averaged over the three channels). The 4 downsamplings need a short side
-    > 160 px, so **images whose shorter side is <= 160 px give ``None``** rather
-    than an error: callers should report "n/a" and leave them out of averages
-    (:func:`mean_or_none` does). Identical images give exactly 1.0.
+    pytorch_msssim's ``ms_ssim`` with ``data_range=255``: the standard 11-tap Gaussian window
+    (sigma 1.5), K = (0.01, 0.03), 5 scales with its weights, on the 8-bit RGB values (as float32,
+    averaged over the three channels). The 4 downsamplings need a short side > 160 px, so **images
+    whose shorter side is <= 160 px give ``None``** rather than an error: callers should report
+    "n/a" and leave them out of averages (:func:`mean_or_none` does). Identical images give exactly 1.0.
 
-    torch and pytorch_msssim are imported here, lazily; when either is missing a
-    :class:`~edgecodec.errors.RuntimeUnavailable` names the extra to install.
+    torch is imported lazily; without it a :class:`~edgecodec.errors.RuntimeUnavailable` names the
+    extra to install. To measure several images against one original, use :class:`MsSsim`.
     """
-    _check_pair(a, b, "ms_ssim")
-    if min(a.shape[0], a.shape[1]) < MS_SSIM_MIN_SIDE:
-        return None
-    if np.array_equal(a, b):
-        return 1.0
-    try:
-        import torch
-        from pytorch_msssim import ms_ssim as _ms_ssim
-    except ImportError as exc:
-        raise RuntimeUnavailable(
-            f"MS-SSIM needs torch and pytorch-msssim ({exc.name or exc} is missing): "
-            "pip install edgecodec[torch]"
-        ) from None
+    return MsSsim(a)(b)
 
-    def to_tensor(x: np.ndarray) -> "torch.Tensor":
+
+class MsSsim:
+    """MS-SSIM against one original, whose filtered statistics (its mean and second moment at every
+    scale) are computed once for any number of images: `eval` measures every rate of an image against
+    the same original. pytorch_msssim's math, step for step (the test suite checks the values against
+    it); written out here only to keep those statistics and to filter the three maps of a compared
+    image in one grouped convolution, together 2-3x faster at Kodak's size."""
+
+    WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+    C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def __init__(self, original: np.ndarray):
+        self.original = original
+        self.scales: list | None = None  # per scale: (X, mu1, filtered X*X), made on first use
+
+    def __call__(self, image: np.ndarray) -> float | None:
+        a = self.original
+        _check_pair(a, image, "ms_ssim")
+        if min(a.shape[0], a.shape[1]) < MS_SSIM_MIN_SIDE:
+            return None
+        if np.array_equal(a, image):
+            return 1.0
+        torch, F = self._torch()
+        with torch.no_grad():
+            if self.scales is None:
+                self.scales = self._reference(torch, F)
+            Y, factors = self._tensor(torch, image), []
+            for i, (X, mu1, xx) in enumerate(self.scales):
+                mu2, yy, xy = self._filter(torch, F, torch.cat([Y, Y * Y, X * Y], 1)).split(3, 1)
+                mu1_sq, mu2_sq, mu1_mu2 = mu1.pow(2), mu2.pow(2), mu1 * mu2
+                sigma1_sq, sigma2_sq, sigma12 = 1.0 * (xx - mu1_sq), 1.0 * (yy - mu2_sq), 1.0 * (xy - mu1_mu2)
+                cs_map = (2 * sigma12 + self.C2) / (sigma1_sq + sigma2_sq + self.C2)
+                if i < len(self.scales) - 1:
+                    factors.append(torch.relu(torch.flatten(cs_map, 2).mean(-1)))
+                    Y = F.avg_pool2d(Y, kernel_size=2, padding=[s % 2 for s in Y.shape[2:]])
+                else:
+                    ssim_map = ((2 * mu1_mu2 + self.C1) / (mu1_sq + mu2_sq + self.C1)) * cs_map
+                    factors.append(torch.relu(torch.flatten(ssim_map, 2).mean(-1)))
+            weights = torch.tensor(self.WEIGHTS)
+            value = torch.prod(torch.stack(factors, dim=0) ** weights.view(-1, 1, 1), dim=0).mean()
+        result = float(value.item())
+        if not math.isfinite(result):  # pragma: no cover - the relu keeps every factor >= 0
+            return None
+        return min(max(result, 0.0), 1.0)
+
+    @staticmethod
+    def _torch():
+        try:
+            import torch
+            import torch.nn.functional as F
+        except ImportError as exc:
+            raise RuntimeUnavailable(f"MS-SSIM needs torch ({exc.name or exc} is missing): "
+                                     "pip install edgecodec[torch]") from None
+        return torch, F
+
+    @staticmethod
+    def _tensor(torch, x: np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).unsqueeze(0).float()
 
-    with torch.no_grad():
-        value = _ms_ssim(to_tensor(a), to_tensor(b), data_range=255, size_average=True)
-    result = float(value.item())
-    if not math.isfinite(result):  # pragma: no cover - pytorch_msssim clamps with relu
-        return None
-    return min(max(result, 0.0), 1.0)
+    @staticmethod
+    def _filter(torch, F, x):
+        """pytorch_msssim's gaussian_filter: the 11-tap window along H, then W, each channel apart."""
+        coords = torch.arange(11, dtype=torch.float) - 11 // 2
+        g = torch.exp(-(coords ** 2) / (2 * 1.5 ** 2))
+        g = (g / g.sum()).view(1, 1, 1, 11).repeat(x.shape[1], 1, 1, 1)
+        x = F.conv2d(x, g.transpose(2, 3), groups=x.shape[1])
+        return F.conv2d(x, g, groups=x.shape[1])
+
+    def _reference(self, torch, F) -> list:
+        X, out = self._tensor(torch, self.original), []
+        for i in range(len(self.WEIGHTS)):
+            mu1, xx = self._filter(torch, F, torch.cat([X, X * X], 1)).split(3, 1)
+            out.append((X, mu1, xx))
+            X = F.avg_pool2d(X, kernel_size=2, padding=[s % 2 for s in X.shape[2:]])
+        return out
 
 
 def bpp(num_bytes: int, height: int, width: int) -> float:

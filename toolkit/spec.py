@@ -4,6 +4,12 @@ A StreamSpec is cut from a codec (codebooks, entropy prior, rate table, geometry
 every bundle manifest. Its fingerprint goes into each .edc header: a decoder refuses streams whose
 fingerprint differs. Decoder weights are deliberately not part of it, so a distilled or quantized
 decoder that keeps the codebooks reads the same streams.
+
+`coder` says who reads the payload. "vq": the core's static-prior rANS of VQ indices (below), the
+graph taking indices, noise and rate. "family": the model's family decodes its own payload (OneDC:
+an FSQ z code and a Gaussian-conditional y code whose priors are networks), so the spec holds no
+prior; `container` then names the family's own file format, which a decoder given the model reads
+too (such files carry no fingerprint).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from .entropy import StaticModel, quantize_pmf
 from .rate import RatePoint, table_from_json, table_to_json
 
 FINGERPRINT_BYTES = 8
+CODERS = ("vq", "family")
 
 
 @dataclass
@@ -30,10 +37,16 @@ class StreamSpec:
     prior_counts: np.ndarray  # (num_rates, codebook_size) index counts, one row per VQ stage
     rates: list[RatePoint]
     fingerprint: bytes = b""
+    coder: str = "vq"  # "vq" | "family" (module docstring)
+    container: str | None = None  # the family's own file format, where it has one
     _models: list[StaticModel] = field(default_factory=list, repr=False)
 
     def __post_init__(self):
+        if self.coder not in CODERS:
+            raise ValueError(f"unknown stream coder {self.coder!r} (known: {', '.join(CODERS)})")
         self.prior_counts = np.asarray(self.prior_counts, dtype=np.int64)
+        if self.coder != "vq":
+            return
         if self.prior_counts.shape != (len(self.rates), self.codebook_size):
             raise ValueError(f"prior shape {self.prior_counts.shape} does not match "
                              f"{len(self.rates)} stages x {self.codebook_size} codes")
@@ -61,6 +74,7 @@ class StreamSpec:
             "prior_counts": self.prior_counts.tolist(),
             "rates": table_to_json(self.rates),
             "fingerprint": self.fingerprint.hex(),
+            **({"coder": self.coder, "container": self.container} if self.coder != "vq" else {}),
         }
 
     @classmethod
@@ -68,7 +82,8 @@ class StreamSpec:
         return cls(model=d["model"], downsample=int(d["downsample"]), multiple=int(d["multiple"]),
                    latent_channels=int(d["latent_channels"]), codebook_size=int(d["codebook_size"]),
                    prior_counts=np.asarray(d["prior_counts"], np.int64), rates=table_from_json(d["rates"]),
-                   fingerprint=bytes.fromhex(d["fingerprint"]))
+                   fingerprint=bytes.fromhex(d["fingerprint"]), coder=d.get("coder", "vq"),
+                   container=d.get("container"))
 
 
 def compute_fingerprint(spec: StreamSpec, codebooks: list[np.ndarray]) -> bytes:

@@ -22,6 +22,9 @@ PACKAGED = Path(__file__).parent / "weights"
 CONFIG_KEY = "edgecodec.config"
 FORMAT_KEY = "edgecodec.format"
 FORMAT = "1"
+# seed-search candidates an encode uses by default: a model file sets more only where its card measured a gain
+SEEDS_KEY = "edgecodec.seeds"
+META_BUILD_BYTES = 256 << 20  # model files above this load into a model built on the meta device
 
 
 @dataclass
@@ -29,6 +32,7 @@ class LoadedModel:
     codec: CodecModel
     source: str  # file path, or "random(seed=N)"
     trained: bool
+    seeds: int = 1  # default seed-search candidates (SEEDS_KEY)
 
     @property
     def name(self) -> str:
@@ -48,8 +52,10 @@ def save_codec(codec: CodecModel, path: str | os.PathLike, metadata: dict[str, s
     write_bytes_atomic(path, save(_state_for_file(codec), metadata=meta))
 
 
-def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Like load_state_dict(strict=True) but names what is missing, unexpected or mis-shaped."""
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                      assign: bool = False) -> None:
+    """Like load_state_dict(strict=True) but names what is missing, unexpected or mis-shaped; `assign`:
+    the tensors replace the module's (a module built on the meta device)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -61,17 +67,21 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
             problems.append(f"{len(keys)} {label}: {shown}")
     if problems:
         raise ModelError(f"{source} does not match the model: " + "; ".join(problems))
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
 
 
-def read_config(path: Path):
+def read_metadata(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            return f.metadata() or {}
     except Exception as exc:  # safetensors raises several types for bad headers
         raise ModelError(f"{path} is not a readable safetensors file ({exc.__class__.__name__})") from None
+
+
+def read_config(path: Path, meta: dict[str, str] | None = None):
+    meta = read_metadata(path) if meta is None else meta
     if CONFIG_KEY not in meta:
         raise ModelError(f"{path} has no edgecodec config in its metadata (not an edgecodec model file)")
     try:
@@ -88,14 +98,30 @@ def load_file(path: str | os.PathLike) -> LoadedModel:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
-    cfg = read_config(path)
-    codec = build_model(cfg)
+    meta = read_metadata(path)
+    cfg = read_config(path, meta)
+    try:
+        seeds = int(meta.get(SEEDS_KEY, "1"))
+    except ValueError:
+        seeds = 0
+    if seeds < 1:
+        raise ModelError(f"{path} has an unreadable {SEEDS_KEY} ({meta[SEEDS_KEY]!r}): a positive integer")
+    # a large model is built on meta and given the file's tensors: no random initialisation to throw away
+    # (21 s for OneDC's 1.4 G parameters); a small one is built as usual (meta's first use costs ~1 s)
+    on_meta = path.stat().st_size > META_BUILD_BYTES
+    codec = build_model(cfg, device="meta" if on_meta else None)
     try:
         state = st_load(str(path))
     except Exception as exc:
         raise ModelError(f"{path} could not be read: {exc}") from None
-    load_state_strict(codec, state, str(path))
-    return LoadedModel(codec.eval(), str(path), trained=True)
+    load_state_strict(codec, state, str(path), assign=on_meta)
+    for name, t in [*codec.named_parameters(), *codec.named_buffers()] if on_meta else ():
+        if t.is_meta:  # a module with state outside its state_dict: a bug of the family, not of the file
+            raise RuntimeError(f"{cfg.name}: {name} is not in the state dict, so the model cannot load on meta")
+        # into the allocator's own aligned memory, as a copy into a built model is: kernels take other
+        # vector paths on the file's offsets (a few pixels of tiny-edge's decode moved by one level)
+        t.data = t.data.clone()
+    return LoadedModel(codec.eval(), str(path), trained=True, seeds=seeds)
 
 
 def packaged_weights(name: str) -> Path | None:

@@ -27,8 +27,9 @@ from .spec import StreamSpec, compute_fingerprint
 
 # family name -> module (imported on first use)
 FAMILIES: dict[str, str] = {
-    "diffo": "edgecodec.codec",
-    "edge": "edgecodec.edge",
+    "diffo": "edgecodec.families.diffo",
+    "edge": "edgecodec.families.edge",
+    "onedc": "edgecodec.families.onedc",
 }
 DEFAULT_FAMILY = "diffo"  # model files written before configs named their family
 
@@ -41,6 +42,10 @@ class CodecModel(nn.Module):
     so they read each other's streams (a distilled student and its teacher)."""
 
     family: ClassVar[str]
+    # who reads a stream's payload (spec.StreamSpec.coder): "vq", the core's VQ indices + static prior, with
+    # the graph taking (indices, noise, rate); or "family": the family's own coder (read_payload/write_payload,
+    # decode_payload, trace_payload, describe_payload), as OneDC's FSQ + Gaussian-conditional code with priors
+    coder: ClassVar[str] = "vq"
     # decode stages for FLOP accounting: stage -> the submodules that compute it
     stages: ClassVar[dict[str, tuple[str, ...]]] = {}
     # weighted layers the INT8 scheme keeps in float, beyond the structural rules of quantize.scheme:
@@ -100,6 +105,12 @@ class CodecModel(nn.Module):
         values = {k: v[rate:rate + 1] for k, v in self.rate_constants().items()}
         named = getattr(self, "intermediates", None)
         return named(code, noise, **values) if named else {"code": code, "image": self.decode_code(code, noise, **values)}
+
+    def count_decode(self, height: int, width: int) -> None:
+        """One decode of a padded height x width image on meta tensors, for FLOP counting (edgecodec.flops)."""
+        h, w = height // self.cfg.downsample, width // self.cfg.downsample
+        idx = torch.zeros(1, self.cfg.num_rates, h, w, dtype=torch.long, device="meta")
+        self.decode_graph(idx, torch.zeros(1, self.cfg.latent_channels, h, w, device="meta"), 0)
 
     def decode_side_parameters(self) -> int:
         return sum(p.numel() for m in self.decode_side_modules() for p in m.parameters())
@@ -179,9 +190,13 @@ def config_from_json(text: str):
     return family_module(fam).CONFIG.from_json(json.dumps(d))
 
 
-def build_model(cfg) -> CodecModel:
-    """Seeded random initialisation: the same weights (and fingerprint) on every run."""
+def build_model(cfg, device: str | None = None) -> CodecModel:
+    """Seeded random initialisation: the same weights (and fingerprint) on every run. On the "meta" device:
+    the architecture only, for counting or for loading weights into (weights.load_file)."""
     model_cls = family_module(family_of(cfg)).MODEL
+    if device == "meta":
+        with torch.device("meta"):
+            return model_cls(cfg).eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
         model = model_cls(cfg)

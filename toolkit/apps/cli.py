@@ -12,7 +12,7 @@ from edgecodec.console import say as _say
 from edgecodec.errors import EdgecodecError, missing_package
 
 DEFAULT_MODEL = "tiny"
-DEFAULT_SEEDS = 2  # seed-search candidates of encode/eval/demo: one extra decode (gain measured: README)
+MODELS_BUILD_LIMIT = 500_000_000  # parameters: `models` builds no larger random-weight model for its fingerprint
 
 
 def _read_bytes(path: str) -> bytes:
@@ -40,7 +40,14 @@ def cmd_encode(args) -> int:
 
     rgb = load_image(args.image, max_pixels=args.max_pixels, notify=_say)
     runtime = create_decoder(args.runtime, model=args.model, bundle=args.bundle)  # a bundle without an encoder says so
-    data = encode_with(runtime, rgb, args.rate, seed=args.seed, seeds=1 if args.seed is not None else args.seeds)
+    if args.container != "edc":  # the model's own file format, for its authors' decoder
+        if runtime.spec.container != args.container:
+            raise EdgecodecError(f"model {runtime.spec.model} writes no '{args.container}' files "
+                                 f"(its containers: edc{', ' + runtime.spec.container if runtime.spec.container else ''})")
+        data = runtime.encode_payload(rgb)
+    else:
+        seeds = 1 if args.seed is not None else _seeds_for(args, runtime)
+        data = encode_with(runtime, rgb, args.rate, seed=args.seed, seeds=seeds)
     write_bytes_atomic(args.output, data)
     h, w = rgb.shape[:2]
     print(f"{args.output}: {w}x{h}, rate {args.rate}, {len(data)} bytes, {bpp(len(data), h, w):.4f} bpp")
@@ -65,14 +72,26 @@ def cmd_info(args) -> int:
     from edgecodec.metrics import bpp
 
     data = _read_bytes(args.input)
-    hdr = bitstream.read_header(data)
-    out = {"width": hdr.width, "height": hdr.height, "rate": hdr.rate, "bytes": len(data),
-           "bpp": bpp(len(data), hdr.height, hdr.width), "fingerprint": hdr.fingerprint.hex(),
-           "seed": hdr.seed, "version": hdr.version, "payload_bytes": hdr.payload_bytes}
+    if data[: len(bitstream.MAGIC)] != bitstream.MAGIC and args.model:  # a model's own file format (OneDC's)
+        from edgecodec.weights import load_model
+
+        codec = load_model(args.model).codec
+        if codec.stream_spec().container is None:
+            bitstream.read_header(data)  # refuses it in one line
+        described = codec.describe_payload(data)
+        out = {"width": described["width"], "height": described["height"], "rate": 0, "bytes": len(data),
+               "bpp": bpp(len(data), described["height"], described["width"]), **described}
+    else:
+        hdr = bitstream.read_header(data)
+        out = {"width": hdr.width, "height": hdr.height, "rate": hdr.rate, "bytes": len(data),
+               "bpp": bpp(len(data), hdr.height, hdr.width), "fingerprint": hdr.fingerprint.hex(),
+               "seed": hdr.seed, "version": hdr.version, "payload_bytes": hdr.payload_bytes}
     if args.runtime:  # decode once, then say what the runtime really ran (and compiled) for this stream
         decoder = _decoder(args)
         decoder.decode(data)
-        out.update(decode_ms=round(sum(decoder.last_timings.values()), 1), tiles=decoder.tiles(hdr.height, hdr.width),
+        out.update(decode_ms=round(sum(decoder.last_timings.values()), 1),
+                   stages_ms={k: round(v, 1) for k, v in decoder.last_timings.items()},
+                   tiles=decoder.tiles(out["height"], out["width"]),
                    runtime=decoder.info.to_json())
     if args.json:
         print(json.dumps(out, indent=2))
@@ -93,6 +112,7 @@ def _run_eval(args, images: list[tuple[str, object]], on_stream=None) -> dict:
     decoder = _decoder(args)
     encoder = decoder if decoder.can_encode else create_decoder("torch-cpu", model=args.model)
     rates = parse_rates(args.rate, decoder.spec.num_rates)
+    args.seeds = _seeds_for(args, encoder)
     with _progress(len(images) * len(rates), "eval") as bar:
         return evaluate(encoder, decoder, images, rates, on_stream=on_stream, progress=lambda: bar.update(),
                         seeds=args.seeds)
@@ -231,6 +251,30 @@ def cmd_distill(args) -> int:
 
 
 def cmd_import(args) -> int:
+    return {"diffo": _import_diffo, "onedc": _import_onedc}[args.family](args)
+
+
+def _import_onedc(args) -> int:
+    from edgecodec.weights import save_codec
+
+    from .onedc_import import import_onedc
+
+    name = Path(args.output).stem
+    loaded, report = import_onedc(args.unet, args.codec, args.vae, args.unet_config, name, lora_alpha=args.lora_alpha,
+                                  vae_attn_patch=args.vae_attn_patch, scheduler_config=args.scheduler_config,
+                                  z_only=args.z_only)
+    save_codec(loaded.codec, args.output, {"edgecodec.imported_from": "OneDC", "edgecodec.trained": "true",
+                                           "edgecodec.import": json.dumps(report)})
+    w = report["codec_widths"]
+    print(f"imported {report['loaded_tensors']} tensors (LoRA merged with alpha {report['lora_alpha']:g}); "
+          f"y {w['bottleneck_ch']} channels, x_hat {w['ctrl_ch']}, tokens {w['unet_ch_config'][-1]}; "
+          f"VAE attention patch {report['vae_attn_patch']}; "
+          f"{report['decode_parameters'] / 1e6:.2f} M decode-side parameters" + ("; z-only" if report["z_only"] else ""))
+    print(f"model written to {args.output} (fingerprint {loaded.codec.stream_spec().fingerprint.hex()})")
+    return 0
+
+
+def _import_diffo(args) -> int:
     from edgecodec.weights import save_codec
 
     from .diffo_import import import_diffo
@@ -252,18 +296,39 @@ def cmd_import(args) -> int:
 
 def cmd_trace(args) -> int:
     import numpy as np
-    import torch
 
     from edgecodec import bitstream
-    from edgecodec.frames import to_image
     from edgecodec.imageio import write_bytes_atomic
-    from edgecodec.noise import portable_noise
     from edgecodec.weights import load_model
 
     codec = load_model(args.model).codec.eval()
     spec = codec.stream_spec()
     if (args.stream is None) == (args.indices is None):
         raise EdgecodecError("trace wants exactly one of --stream FILE.edc and --indices FILE.npy")
+    if spec.coder != "vq":  # the family reads its own payload, every stage under its names
+        if args.stream is None:
+            raise EdgecodecError(f"model {spec.model} decodes streams, not indices: use --stream FILE")
+        _, payload = bitstream.payload_of(_read_bytes(args.stream), spec)
+        out = codec.trace_payload(payload)
+    else:
+        out = _trace_vq(args, codec, spec)
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **out)
+    write_bytes_atomic(args.output, buffer.getvalue())
+    print(f"{args.output}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in out.items()))
+    return 0
+
+
+def _trace_vq(args, codec, spec) -> dict:
+    import numpy as np
+    import torch
+
+    from edgecodec import bitstream
+    from edgecodec.frames import to_image
+    from edgecodec.noise import portable_noise
+
     if args.stream is not None:
         parsed = bitstream.parse(_read_bytes(args.stream), spec)
         indices, rate, seed = parsed.indices, parsed.rate, parsed.header.seed
@@ -290,13 +355,7 @@ def cmd_trace(args) -> int:
         stages = codec.trace(torch.from_numpy(indices), torch.from_numpy(noise), rate)
     out = {"indices": indices, "noise": noise, **{k: v.numpy() for k, v in stages.items() if k != "image"}}
     out["image"] = to_image(stages["image"].numpy(), height, width)
-    import io
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **out)
-    write_bytes_atomic(args.output, buffer.getvalue())
-    print(f"{args.output}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in out.items()))
-    return 0
+    return out
 
 
 def _load_npy(path: str, dtype):
@@ -344,18 +403,25 @@ def cmd_models(args) -> int:
     from edgecodec.export.exporter import parse_sizes
     from edgecodec.flops import stage_flops
     from edgecodec.weights import load_model, packaged_weights
-    from edgecodec.zoo import named_configs
+    from edgecodec.zoo import build_model, named_configs
 
     rows = []
     for name, cfg in named_configs().items():
         (h, w), = parse_sizes(args.size, 1)
         hp, wp = (-(-h // cfg.multiple) * cfg.multiple, -(-w // cfg.multiple) * cfg.multiple)
-        flops = stage_flops(cfg, hp, wp)
-        loaded = load_model(name, quiet=True)
-        rows.append({"name": name, "family": cfg.family, "trained_weights_ship": packaged_weights(name) is not None,
-                     "decode_parameters": loaded.codec.decode_side_parameters(), "size": [hp, wp],
-                     "gflops": {k: v / 1e9 for k, v in flops.items()}, "rates": cfg.num_rates,
-                     "fingerprint": loaded.codec.stream_spec().fingerprint.hex()})
+        try:
+            shape = build_model(cfg, device="meta")  # counts without weights
+        except ImportError as exc:  # a family behind an extra that is not installed
+            _say(f"{name}: {missing_package(exc, 'models') or exc}")
+            continue
+        ships = packaged_weights(name) is not None
+        # the fingerprint needs the weights: seeded random ones of a model this large take tens of seconds
+        # and gigabytes to build (OneDC: 21 s, 5.7 GB), which `decode --model` pays on use, `models` not
+        big = not ships and sum(p.numel() for p in shape.parameters()) > MODELS_BUILD_LIMIT
+        rows.append({"name": name, "family": cfg.family, "trained_weights_ship": ships,
+                     "decode_parameters": shape.decode_side_parameters(), "size": [hp, wp],
+                     "gflops": {k: v / 1e9 for k, v in stage_flops(cfg, hp, wp).items()}, "rates": cfg.num_rates,
+                     "fingerprint": None if big else load_model(name, quiet=True).codec.stream_spec().fingerprint.hex()})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -366,7 +432,7 @@ def cmd_models(args) -> int:
         gf = r["gflops"]
         print(f"{r['name']:12s} {r['family']:8s} {'shipped' if r['trained_weights_ship'] else 'random':8s} "
               f"{r['decode_parameters'] / 1e6:>8.2f}M " + " ".join(f"{gf.get(s, 0.0):>12.2f}" for s in stages)
-              + f" {gf['total']:>10.2f} {r['rates']:>5d}  {r['fingerprint']}")
+              + f" {gf['total']:>10.2f} {r['rates']:>5d}  {r['fingerprint'] or '(random weights: built on use)'}")
     print(f"GFLOPs per decode at {rows[0]['size'][0]}x{rows[0]['size'][1]} (padded to each model's multiple)")
     return 0
 
@@ -419,9 +485,15 @@ def _max_pixels(p: argparse.ArgumentParser) -> None:
 
 
 def _seeds(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="K",
-                   help=f"seed search: decode with K candidate noise seeds and store the one closest to the "
-                        f"image; same bytes, more encode time (default {DEFAULT_SEEDS}; 1 = off)")
+    p.add_argument("--seeds", type=int, default=None, metavar="K",
+                   help="seed search: decode with K candidate noise seeds and store the one closest to the "
+                        "image; same bytes, K-1 more decodes per encode (default: the model's, 1 = off, unless "
+                        "its card measured a gain)")
+
+
+def _seeds_for(args, runtime) -> int:
+    """--seeds, else the model's default (weights.SEEDS_KEY, carried into bundles)."""
+    return args.seeds if args.seeds is not None else int(runtime.model.get("seeds") or 1)
 
 
 def _decoding(p: argparse.ArgumentParser, runtime_help: str = "decoder backend", default: str | None = "auto") -> None:
@@ -440,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--rate", type=int, default=0, help="rate index, 0 = lowest bpp (default 0)")
     p.add_argument("--seed", type=int, default=None, help="noise seed to store (default: the best of --seeds)")
+    p.add_argument("--container", default="edc", metavar="NAME",
+                   help="edc (default: header with the model's fingerprint and a CRC), or the model's own file "
+                        "format for its authors' decoder (onedc)")
     _seeds(p)
     _decoding(p, "runtime of the encoder (and of the seed search's decodes)")
     _max_pixels(p)
@@ -492,6 +567,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--pixel-vq", required=True, help="GT_vq_model_*.pth.tar (the GT VQGAN)")
     q.add_argument("--prior-images", default=None,
                    help="folder of images whose index histogram becomes the entropy prior (default uniform)")
+    q.add_argument("-o", "--output", required=True, help="the model file to write (.safetensors)")
+    q.set_defaults(func=cmd_import)
+    q = which.add_parser("onedc", help="OneDC: model.safetensors (UNet) + model_1.safetensors (codec) + the SD VAE",
+                         description="Read OneDC's two checkpoint files strictly into one edgecodec model file "
+                                     "(encoder and decoder, LoRA merged). Every width the files' shapes say is read "
+                                     "from them; the rest comes from these flags, defaulting to OneDC's released "
+                                     "values.")
+    q.add_argument("--unet", required=True, help="model.safetensors: the UNet with PEFT LoRA, conv_in, vae_reduction")
+    q.add_argument("--codec", required=True, help="model_1.safetensors: the codec (encoder, priors, synthesis)")
+    q.add_argument("--vae", required=True, help="diffusers AutoencoderKL folder (SD-2.1's VAE for OneDC): "
+                                                "config.json + diffusion_pytorch_model.safetensors")
+    q.add_argument("--unet-config", required=True, help="the UNet's diffusers config.json (SD-1.5's for OneDC)")
+    q.add_argument("--lora-alpha", type=float, default=8.0, help="LoRA alpha; the rank comes from the shapes "
+                                                                  "(default 8, OneDC's)")
+    q.add_argument("--vae-attn-patch", type=int, default=16,
+                   help="latent window of the VAE's mid-block attention (default 16, OneDC's)")
+    q.add_argument("--scheduler-config", default=None,
+                   help="DDIM scheduler config.json (default: SD-1.5's scaled_linear 0.00085..0.012, 1000 steps)")
+    q.add_argument("--z-only", action="store_true",
+                   help="OneDC's z-only model (0.0034 bpp): no y-stream, y is the prior's means")
     q.add_argument("-o", "--output", required=True, help="the model file to write (.safetensors)")
     q.set_defaults(func=cmd_import)
 

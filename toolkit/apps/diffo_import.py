@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgecodec.config import AutoencoderConfig, CodecConfig, DenoiserConfig, RateConfig
+from edgecodec.families.diffo.config import AutoencoderConfig, CodecConfig, DenoiserConfig, RateConfig
 from edgecodec.errors import ModelError
 
 # (file role, our prefix) for DiffO's three files

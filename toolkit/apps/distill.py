@@ -1,4 +1,4 @@
-"""`edgecodec distill`: train an edge student (edgecodec.edge) on the teacher's own decodes.
+"""`edgecodec distill`: train an edge student (edgecodec.families.edge) on the teacher's own decodes.
 
 The signal is what deployment will see: every image of DIR is encoded by the teacher at its top rate,
 and for every rate the teacher decodes that rate's stream (its indices, and the portable noise of the
@@ -67,7 +67,7 @@ def student_config(teacher: LoadedModel, student: str):
     """A preset name (edge.PRESETS) or a TOML file of the same keys, applied to `teacher`."""
     import tomllib
 
-    from edgecodec.edge import PRESETS, student_of
+    from edgecodec.families.edge import PRESETS, student_of
 
     if student in PRESETS:
         shape, name = dict(PRESETS[student]), student

@@ -1,19 +1,20 @@
 """Rate-distortion evaluation: encode every image at every requested rate, decode, measure.
 
 One JSON schema for `edgecodec eval`, the demo and the pipeline report:
-{"model", "runtime", "mean": {"bpp", "psnr", "ms_ssim"}, "per_rate": [...], "images": [...]}.
-The measuring is the harness's (edgecodec.harness); this module only makes the streams.
+{"model", "runtime", "mean": {"bpp", "psnr", "ms_ssim"}, "per_rate": [...], "images": [...], "timing"}.
+The measuring is the harness's (edgecodec.harness); this module only makes the streams, one
+encoder pass per image for all its rates (coding.encode_rates).
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
-from edgecodec.coding import encode_with
 from edgecodec.errors import EdgecodecError
-from edgecodec.harness import Case, compare, per_rate, summarize
+from edgecodec.harness import Case, compare, encode_cases, per_rate, summarize
 from edgecodec.metrics import ms_ssim_available
 
 if TYPE_CHECKING:
@@ -28,18 +29,31 @@ def stream_cases(loaded: LoadedModel, images: Iterable[tuple[str, np.ndarray]], 
     from edgecodec.runtimes.torch_backend import TorchDecoder
 
     encoder = TorchDecoder(loaded, device=str(next(loaded.codec.parameters()).device))
-    return [Case(name, rate, rgb, encode_with(encoder, rgb, rate, seeds=seeds)) for name, rgb in images for rate in rates]
+    return encode_cases(encoder, images, rates, seeds)
 
 
 def evaluate(encoder, decoder, images: Iterable[tuple[str, np.ndarray]], rates: list[int],
              on_stream: Callable[[str, int, bytes, np.ndarray], None] | None = None,
              progress: Callable[[], None] | None = None, seeds: int = 1) -> dict:
-    """`encoder` and `decoder` are runtimes (runtimes.Decoder): torch, or a bundle's graphs."""
+    """`encoder` and `decoder` are runtimes (runtimes.Decoder): torch, or a bundle's graphs. Where they
+    are the same runtime, the seed search's decode of the stored seed is the decode measured."""
     keep = None if on_stream is None else (lambda c, image: on_stream(c.name, c.rate, c.data, image))
-    cases = [Case(name, rate, rgb, encode_with(encoder, rgb, rate, seeds=seeds)) for name, rgb in images
-             for rate in rates]
-    rows = compare(cases, lambda c: decoder.decode(c.data), with_ms_ssim=ms_ssim_available(), on_output=keep,
-                   progress=progress)
+    t0 = time.perf_counter()
+    cases = encode_cases(encoder, images, rates, seeds)
+    encode_s = time.perf_counter() - t0
+    decode_s = 0.0
+
+    def decode(case: Case) -> np.ndarray:
+        nonlocal decode_s
+        if encoder is decoder and "image" in case.extra:
+            return case.extra["image"]
+        t = time.perf_counter()
+        image = decoder.decode(case.data)
+        decode_s += time.perf_counter() - t
+        return image
+
+    rows = compare(cases, decode, with_ms_ssim=ms_ssim_available(), on_output=keep, progress=progress)
+    wall_s = time.perf_counter() - t0
     for row in rows:
         row.setdefault("ms_ssim", None)  # n/a without torch (metrics.ms_ssim_available)
     return {
@@ -50,7 +64,18 @@ def evaluate(encoder, decoder, images: Iterable[tuple[str, np.ndarray]], rates: 
         "mean": summarize(rows, KEYS),
         "per_rate": per_rate(rows, KEYS),
         "images": rows,
+        "timing": timing(wall_s, encode_s, decode_s),
     }
+
+
+def timing(wall_s: float, encode_s: float, decode_s: float) -> dict:
+    """Wall time and its shares: encoding (encoder passes and seed-search decodes), decoding the
+    streams, and measuring (metrics and the rest)."""
+    measure_s = max(wall_s - encode_s - decode_s, 0.0)
+    share = (lambda s: round(s / wall_s, 4) if wall_s > 0 else None)  # noqa: E731
+    return {"wall_s": round(wall_s, 3), "encode_s": round(encode_s, 3), "decode_s": round(decode_s, 3),
+            "measure_s": round(measure_s, 3), "encode_share": share(encode_s), "decode_share": share(decode_s),
+            "measure_share": share(measure_s)}
 
 
 def ablation(loaded: LoadedModel, images: Iterable[tuple[str, np.ndarray]], rates: list[int],

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgecodec.codec import Codec
+from edgecodec.families.diffo.codec import Codec
 from edgecodec.errors import EdgecodecError
 from edgecodec.frames import to_model_input
 from edgecodec.imageio import list_images, load_image, write_text_atomic

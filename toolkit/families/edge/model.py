@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .autoencoder import Encoder
-from .codec import DiffoEncodeSide
-from .config import DIFFO, TINY, CodecConfig
-from .quantizer import ResidualVQ
-from .errors import ModelError
-from .rate import rate_table
-from .zoo import CodecModel
+from ...errors import ModelError
+from ...quantizer import ResidualVQ
+from ...rate import rate_table
+from ...zoo import CodecModel
+from ..diffo.autoencoder import Encoder
+from ..diffo.codec import DiffoEncodeSide
+from ..diffo.config import DIFFO, TINY, CodecConfig
 
 
 @dataclass(frozen=True)

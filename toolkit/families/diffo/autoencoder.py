@@ -11,19 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...layers import AttnBlock, Upsample, group_norm
 from .config import AutoencoderConfig
-
-
-def norm(channels: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(groups, channels), channels, eps=1e-6, affine=True)
 
 
 class ResnetBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, groups: int):
         super().__init__()
-        self.norm1 = norm(in_ch, groups)
+        self.norm1 = group_norm(in_ch, groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = norm(out_ch, groups)
+        self.norm2 = group_norm(out_ch, groups)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         if in_ch != out_ch:
             self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1)
@@ -34,37 +31,6 @@ class ResnetBlock(nn.Module):
         if hasattr(self, "nin_shortcut"):
             x = self.nin_shortcut(x)
         return x + h
-
-
-class AttnBlock(nn.Module):
-    """Single-head self-attention over all positions (used only at 1/16 resolution)."""
-
-    def __init__(self, ch: int, groups: int):
-        super().__init__()
-        self.norm = norm(ch, groups)
-        self.q = nn.Conv2d(ch, ch, 1)
-        self.k = nn.Conv2d(ch, ch, 1)
-        self.v = nn.Conv2d(ch, ch, 1)
-        self.proj_out = nn.Conv2d(ch, ch, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        y = self.norm(x)
-        q = self.q(y).reshape(b, c, h * w).transpose(1, 2)
-        k = self.k(y).reshape(b, c, h * w)
-        v = self.v(y).reshape(b, c, h * w)
-        attn = torch.softmax(torch.bmm(q, k) * (c ** -0.5), dim=2)
-        out = torch.bmm(v, attn.transpose(1, 2)).reshape(b, c, h, w)
-        return x + self.proj_out(out)
-
-
-class Upsample(nn.Module):
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Downsample(nn.Module):
@@ -127,7 +93,7 @@ class Encoder(nn.Module):
                 level.downsample = Downsample(block_in)
             self.down.append(level)
         self.mid = _mid(block_in, g)
-        self.norm_out = norm(block_in, g)
+        self.norm_out = group_norm(block_in, g)
         self.conv_out = nn.Conv2d(block_in, cfg.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +128,7 @@ class Decoder(nn.Module):
                 level.upsample = Upsample(block_in)
             levels.insert(0, level)
         self.up = nn.ModuleList(levels)  # up[0] is the finest level, as in taming
-        self.norm_out = norm(block_in, g)
+        self.norm_out = group_norm(block_in, g)
         self.conv_out = nn.Conv2d(block_in, cfg.io_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

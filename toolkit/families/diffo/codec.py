@@ -18,9 +18,9 @@ from .autoencoder import Autoencoder
 from .config import CONFIGS as NAMED
 from .config import CodecConfig
 from .denoiser import SwinUNet
-from .quantizer import ResidualVQ
-from .rate import rate_table
-from .zoo import CodecModel
+from ...quantizer import ResidualVQ
+from ...rate import rate_table
+from ...zoo import CodecModel
 
 
 class DiffoEncodeSide:

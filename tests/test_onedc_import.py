@@ -1,0 +1,186 @@
+"""`edgecodec import onedc` end to end against ../shared/fixtures/onedc-ref (OneDC's own code at a reduced
+config, random weights, every decode stage of two images): import, then decode OneDC's own files stage by
+stage; the encoder writes OneDC's files byte for byte; strictness; the .edc and OneDC containers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecodec.apps.cli import main
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "onedc-ref"
+pytestmark = pytest.mark.skipif(not (FIXTURE / "model_1.safetensors").is_file(),
+                                reason="../shared/fixtures/onedc-ref is absent")
+IMAGES = ("kodim23_h128w192", "kodim05_h150w100")
+
+# Float stages against the fixture (max |diff|; measured here 1e-7 .. 5e-5, torch 2.13 against OneDC's 2.5):
+# the host side is float32 everywhere; the UNet's error is amplified ~15x into x0 and the VAE's input
+# is x0 / 0.18215, so the later stages get proportionally more room.
+TOLERANCE = {"z_semantic": 1e-6, "z_entropy": 1e-6, "common_params": 5e-6, "y_hat": 1e-5, "semantic_map": 2e-5,
+             "tokens": 2e-5, "x_hat": 2e-5, "x_t": 2e-6, "unet_temb": 1e-6, "unet_mid": 3e-5, "eps": 3e-6,
+             "x0": 5e-5, "vae_in": 3e-4, "vae_post_quant": 2e-4, "vae_mid": 1e-4, "vae_out": 6e-5,
+             "image_float": 3e-5, **{f"prior{k}_{w}": 1e-5 for k in range(4) for w in ("scales", "means")},
+             **{f"pass{k}_scales_r": 1e-5 for k in range(4)}}
+EXACT = ("z_indices", "z_hat", "timestep", "alpha_prod_t",
+         *(f"pass{k}_{w}" for k in range(4) for w in ("mask", "scale_index", "symbols")))
+
+
+def _import(out: Path, codec: Path | None = None, unet: Path | None = None) -> int:
+    return main(["import", "onedc", "--unet", str(unet or FIXTURE / "model.safetensors"),
+                 "--codec", str(codec or FIXTURE / "model_1.safetensors"), "--vae", str(FIXTURE / "vae"),
+                 "--unet-config", str(FIXTURE / "unet" / "config.json"), "--lora-alpha", "0.5",
+                 "--scheduler-config", str(FIXTURE / "scheduler" / "scheduler_config.json"), "-o", str(out)])
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onedc") / "fixture.safetensors"
+    assert _import(out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(model_file):
+    from edgecodec.weights import load_model
+
+    return load_model(str(model_file))
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_decode_of_onedc_files_matches_every_stage(tmp_path, model_file, name):
+    out = tmp_path / "t.npz"
+    assert main(["trace", "--model", str(model_file), "--stream", str(FIXTURE / f"{name}.bin"), "-o", str(out)]) == 0
+    got, ref = np.load(out), np.load(FIXTURE / f"{name}.npz")
+    for key in EXACT:
+        assert np.array_equal(got[key], ref[key]), key
+    for key, tol in TOLERANCE.items():
+        assert got[key].shape == ref[key].shape, key
+        assert np.abs(got[key].astype(np.float64) - ref[key]).max() <= tol, key
+    assert np.abs(got["image_u8"].astype(int) - ref["image_u8"]).max() <= 1
+    png = tmp_path / "d.png"
+    assert main(["decode", str(FIXTURE / f"{name}.bin"), "--model", str(model_file), "-o", str(png)]) == 0
+    from edgecodec.imageio import load_image
+
+    assert np.abs(load_image(png).astype(int) - ref["image_u8"]).max() <= 1
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_encoder_writes_onedc_files_byte_for_byte(model, name):
+    import torch
+
+    from edgecodec.imageio import load_image
+
+    ref = np.load(FIXTURE / f"{name}.npz")
+    data, seen = model.codec.write_payload(load_image(FIXTURE / f"{name}.png"),
+                                           torch.from_numpy(ref["enc_x_latent"]))
+    assert np.array_equal(seen["z_indices"], ref["enc_z_indices"])
+    for k, record in enumerate(seen["record"]):
+        assert np.array_equal(record.symbols, ref[f"enc_pass{k}_symbols"])
+        assert np.array_equal(record.scale_index, ref[f"enc_pass{k}_scale_index"])
+    assert data == (FIXTURE / f"{name}.bin").read_bytes()
+
+
+def test_own_encode_decodes_to_what_it_predicts(tmp_path, model, model_file):
+    """`encode` (the VAE posterior's mean as the condition) writes an .edc carrying OneDC's file; the decoder
+    reads it, and the OneDC file of --container onedc, to the image the encoder's y_hat and z_hat render."""
+    import torch
+
+    from edgecodec import bitstream
+    from edgecodec.frames import to_image
+    from edgecodec.imageio import load_image
+
+    png = FIXTURE / f"{IMAGES[1]}.png"
+    edc, raw = tmp_path / "a.edc", tmp_path / "a.bin"
+    assert main(["encode", str(png), "--model", str(model_file), "-o", str(edc)]) == 0
+    assert main(["encode", str(png), "--model", str(model_file), "--container", "onedc", "-o", str(raw)]) == 0
+    data, seen = model.codec.write_payload(load_image(png))
+    assert raw.read_bytes() == data and edc.read_bytes()[bitstream.HEADER_BYTES:] == data
+    with torch.no_grad():
+        predicted = to_image(model.codec.render(torch.from_numpy(seen["y_hat"]),
+                                                torch.from_numpy(container_codes(model, seen))).numpy(), 150, 100)
+    for stream in (edc, raw):
+        out = tmp_path / f"{stream.name}.png"
+        assert main(["decode", str(stream), "--model", str(model_file), "-o", str(out)]) == 0
+        assert np.array_equal(load_image(out), predicted)
+
+
+def container_codes(model, seen) -> np.ndarray:
+    from edgecodec.families.onedc.container import fsq_codes
+
+    return fsq_codes(seen["z_indices"], model.codec.cfg.fsq_levels)
+
+
+def test_info_and_refusals(tmp_path, model_file, capsys):
+    raw = FIXTURE / f"{IMAGES[0]}.bin"
+    assert main(["info", str(raw), "--model", str(model_file), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["width"], info["height"], info["container"], info["bytes"]) == (192, 128, "onedc", 1440)
+    assert info["y_stream_bytes"] == 1413 and info["z_stream_bytes"] == 11
+    assert main(["info", str(raw)]) == 3  # no fingerprint: a OneDC file needs its model
+    assert "needs --model" in capsys.readouterr().err
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00\x00\x00\x10" * 8)
+    assert main(["decode", str(junk), "--model", str(model_file), "-o", str(tmp_path / "j.png")]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "OneDC" in err
+    # a OneDC file whose y-stream was cut: the coder notices the desync and refuses, never a wrong image
+    data = bytearray(raw.read_bytes())
+    data[100] ^= 0x5A
+    bad = tmp_path / "flip.bin"
+    bad.write_bytes(bytes(data))
+    code = main(["decode", str(bad), "--model", str(model_file), "-o", str(tmp_path / "f.png")])
+    assert code in (0, 3)  # rANS has no checksum: a flip may decode to another image (measured: rarely)
+    tiny_stream = tmp_path / "t.edc"
+    assert main(["encode", str(FIXTURE / f"{IMAGES[0]}.png"), "--model", "tiny", "-o", str(tiny_stream)]) == 0
+    capsys.readouterr()
+    assert main(["decode", str(tiny_stream), "--model", str(model_file), "-o", str(tmp_path / "x.png")]) == 3
+    assert "another model" in capsys.readouterr().err
+
+
+def test_import_is_strict(tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file, save_file
+
+    codec = load_file(str(FIXTURE / "model_1.safetensors"))
+    gone = sorted(codec)[len(codec) // 2]
+    save_file({k: v for k, v in codec.items() if k != gone}, str(tmp_path / "removed.safetensors"))
+    extra = {**codec, "dec.extra.weight": codec[sorted(codec)[0]].clone()}
+    save_file(extra, str(tmp_path / "extra.safetensors"))
+    save_file({f"module.{k}": v for k, v in codec.items()}, str(tmp_path / "ddp.safetensors"))
+    unet = load_file(str(FIXTURE / "model.safetensors"))
+    lora_b = next(k for k in sorted(unet) if k.endswith("lora_B.default.weight"))
+    save_file({k: v for k, v in unet.items() if k != lora_b}, str(tmp_path / "unet_no_b.safetensors"))
+
+    def run(**kw) -> subprocess.CompletedProcess:
+        args = {"codec": FIXTURE / "model_1.safetensors", "unet": FIXTURE / "model.safetensors", **kw}
+        return subprocess.run([sys.executable, "-m", "edgecodec.apps.cli", "import", "onedc", "--unet",
+                               str(args["unet"]), "--codec", str(args["codec"]), "--vae", str(FIXTURE / "vae"),
+                               "--unet-config", str(FIXTURE / "unet" / "config.json"), "--lora-alpha", "0.5",
+                               "-o", str(tmp_path / "m.safetensors")], capture_output=True, text=True)
+
+    for file, named in ((tmp_path / "removed.safetensors", gone), (tmp_path / "extra.safetensors", "dec.extra.weight")):
+        res = run(codec=file)
+        assert res.returncode == 2 and named in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    res = run(unet=tmp_path / "unet_no_b.safetensors")
+    assert res.returncode == 2 and lora_b.rsplit(".lora_B", 1)[0] in res.stderr, res.stderr
+    res = run(codec=tmp_path / "ddp.safetensors")
+    assert res.returncode == 0, res.stderr
+
+
+def test_host_side_benchmark_times_the_stages(tmp_path, model_file):
+    from edgecodec.benchmarks.host_side import main as host_side
+
+    out = tmp_path / "host.json"
+    assert host_side(["--model", str(model_file), "--size", "128x192", "--runs", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["y_symbols"] == 32 * 8 * 12 and res["coded_symbols"] == res["y_symbols"]
+    m = res["median_ms"]
+    assert {"parse_ms", "hyper_ms", "prior_ms", "entropy_ms", "host_ms"} <= set(m)
+    assert m["host_ms"] >= m["prior_ms"] + m["entropy_ms"] > 0
+    assert host_side(["--model", "tiny", "--runs", "1"]) == 2  # the VQ coder's host side is bench's parse_ms

@@ -1,0 +1,1 @@
+"""Codec families: one folder each, registered by one row in edgecodec.zoo.FAMILIES."""
