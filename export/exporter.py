@@ -114,6 +114,9 @@ def export_bundle(loaded: LoadedModel, out: str, formats: list[str], precision: 
     from .onnx_export import export_onnx
     from .parity import parity_gate
 
+    from edgecodec.zoo import require_vq_stream
+
+    require_vq_stream(loaded.codec, "export")
     formats = check_formats(formats)
     if precision not in PRECISIONS:
         raise EdgecodecError(f"unknown precision {precision}: choose from {', '.join(PRECISIONS)}")

@@ -68,6 +68,9 @@ def quantize_bundle(loaded: LoadedModel, out: str, sizes: list[tuple[int, int]],
     from edgecodec.export.exporter import graph_record, stamp_graphs, write_encoder
     from edgecodec.export.parity import parity_gate
 
+    from edgecodec.zoo import require_vq_stream
+
+    require_vq_stream(loaded.codec, "INT8 quantization")
     options.check()
     codec = loaded.codec.cpu().eval()
     if sets is None:

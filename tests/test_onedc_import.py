@@ -184,3 +184,29 @@ def test_host_side_benchmark_times_the_stages(tmp_path, model_file):
     assert {"parse_ms", "hyper_ms", "prior_ms", "entropy_ms", "host_ms"} <= set(m)
     assert m["host_ms"] >= m["prior_ms"] + m["entropy_ms"] > 0
     assert host_side(["--model", "tiny", "--runs", "1"]) == 2  # the VQ coder's host side is bench's parse_ms
+
+
+def test_z_only_model_codes_no_y(tmp_path):
+    """OneDC's 0.0034 bpp model: the same networks, no y-stream (y is the prior's means, pass by pass), the
+    file is the header and 14 bits per 64x64 block; a y-stream given to it is refused."""
+    from edgecodec.families.onedc.container import HEADER_BYTES
+    from edgecodec.imageio import load_image
+
+    path = tmp_path / "z.safetensors"
+    assert main(["import", "onedc", "--unet", str(FIXTURE / "model.safetensors"), "--codec",
+                 str(FIXTURE / "model_1.safetensors"), "--vae", str(FIXTURE / "vae"), "--unet-config",
+                 str(FIXTURE / "unet" / "config.json"), "--lora-alpha", "0.5", "--z-only", "-o", str(path)]) == 0
+    png, raw = FIXTURE / f"{IMAGES[0]}.png", tmp_path / "z.bin"
+    assert main(["encode", str(png), "--model", str(path), "--container", "onedc", "-o", str(raw)]) == 0
+    assert len(raw.read_bytes()) == HEADER_BYTES + 11  # 6 blocks x 14 bits
+    out = tmp_path / "z.png"
+    assert main(["decode", str(raw), "--model", str(path), "-o", str(out)]) == 0
+    assert load_image(out).shape == (128, 192, 3)
+    assert main(["decode", str(FIXTURE / f"{IMAGES[0]}.bin"), "--model", str(path), "-o", str(out)]) == 3
+
+
+def test_what_needs_a_vq_stream_refuses_onedc_in_one_line(tmp_path, model_file, capsys):
+    """Bundles carry the core's VQ graphs so far: export and quantize say so instead of failing inside."""
+    assert main(["export", "--model", str(model_file), "--size", "128x192", "-o", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "export of onedc models" in err and not (tmp_path / "b").exists()

@@ -160,6 +160,14 @@ class EncodeGraph(nn.Module):
         return self.codec.quantizer.quantize(self.codec.encode_code(image), self.codec.cfg.num_rates)
 
 
+def require_vq_stream(codec: CodecModel, what: str) -> None:
+    """What is built on the core's VQ stream (bundles: the graph takes indices, noise and rate; distillation
+    on the teacher's code) refuses, in one line, a model whose family codes its own stream."""
+    if codec.coder != "vq":
+        raise ModelError(f"{what} of {codec.family} models ({codec.cfg.name}) is not supported yet: their family "
+                         "codes its own stream, which bundles do not carry so far; decode with the torch runtime")
+
+
 # --- the registry ----------------------------------------------------------------------------------
 
 def family_module(name: str) -> ModuleType:
@@ -204,4 +212,4 @@ def build_model(cfg, device: str | None = None) -> CodecModel:
 
 
 __all__ = ["FAMILIES", "CodecModel", "DecodeGraph", "EncodeGraph", "build_model", "config_from_json", "config_to_json",
-           "family_module", "named_configs"]
+           "family_module", "named_configs", "require_vq_stream"]
