@@ -425,15 +425,16 @@ def cmd_models(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    stages = list(dict.fromkeys(k for r in rows for k in r["gflops"] if k != "total"))
-    print(f"{'model':12s} {'family':8s} {'weights':8s} {'params':>9s} " + " ".join(f"{s + ' GF':>12s}" for s in stages)
-          + f" {'total GF':>10s} {'rates':>5s}  fingerprint")
+    print(f"{'model':12s} {'family':8s} {'weights':8s} {'params':>9s} {'total GF':>10s} {'rates':>5s}  "
+          f"{'fingerprint':16s}  GFLOPs per stage")
     for r in rows:
         gf = r["gflops"]
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in gf.items() if k != "total")
         print(f"{r['name']:12s} {r['family']:8s} {'shipped' if r['trained_weights_ship'] else 'random':8s} "
-              f"{r['decode_parameters'] / 1e6:>8.2f}M " + " ".join(f"{gf.get(s, 0.0):>12.2f}" for s in stages)
-              + f" {gf['total']:>10.2f} {r['rates']:>5d}  {r['fingerprint'] or '(random weights: built on use)'}")
-    print(f"GFLOPs per decode at {rows[0]['size'][0]}x{rows[0]['size'][1]} (padded to each model's multiple)")
+              f"{r['decode_parameters'] / 1e6:>8.2f}M {gf['total']:>10.2f} {r['rates']:>5d}  "
+              f"{r['fingerprint'] or '(built on use)':16s}  {stages}")
+    print(f"GFLOPs per decode at {rows[0]['size'][0]}x{rows[0]['size'][1]} (padded to each model's multiple); a large "
+          "random-weight model's fingerprint is computed when it is built")
     return 0
 
 
