@@ -83,6 +83,12 @@ def trace_onnx(graph: torch.nn.Module, codec: CodecModel, height: int, width: in
     return _trace(graph, example_inputs(codec, height, width), list(INPUTS), list(OUTPUTS), path)
 
 
+def trace_module(module: torch.nn.Module, inputs: tuple, input_names: list[str], output_names: list[str],
+                 path: Path):
+    """Any module (a family's host-side graph, say) to ONNX the way the decode graph goes; returns it loaded."""
+    return _trace(module, inputs, input_names, output_names, path)
+
+
 def _trace(graph: torch.nn.Module, inputs: tuple, input_names: list[str], output_names: list[str], path: Path):
     import onnx
 

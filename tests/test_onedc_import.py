@@ -210,3 +210,23 @@ def test_what_needs_a_vq_stream_refuses_onedc_in_one_line(tmp_path, model_file, 
     assert main(["export", "--model", str(model_file), "--size", "128x192", "-o", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "export of onedc models" in err and not (tmp_path / "b").exists()
+
+
+def test_prior_agreement_counts_scale_index_flips(tmp_path, model_file):
+    """Each pass's prior exported to ONNX, run in ONNX Runtime and OpenVINO on the torch encoder's own inputs:
+    in float32 a flip is rare (a scale within float rounding of a bin edge: none in these crops here, 8 of
+    786,432 symbols at 512x768, README) but not impossible; OpenVINO's CPU default (bf16 where the CPU has
+    it) flips about a tenth, which is why the count is made per configuration."""
+    from edgecodec.benchmarks.prior_agreement import run
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in IMAGES:
+        (photos / f"{name}.png").write_bytes((FIXTURE / f"{name}.png").read_bytes())
+    result = run(str(model_file), str(photos), 2, [(128, 192)])
+    totals = result["totals"]
+    for name in ("onnxruntime-cpu", "openvino-cpu f32", "openvino-cpu default"):
+        assert totals[name]["symbols"] == 2 * 32 * 8 * 12  # every y symbol of both crops, once
+    for name in ("onnxruntime-cpu", "openvino-cpu f32"):  # an export that computed something else flips many
+        assert totals[name]["flips"] <= 0.001 * totals[name]["symbols"], totals
+    assert len(result["per_pass"]) == 4 * 3

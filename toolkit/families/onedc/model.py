@@ -26,6 +26,7 @@ from ...spec import StreamSpec, compute_fingerprint
 from ...zoo import CodecModel
 from . import container, passes
 from .config import OneDCConfig
+from .gaussian import scale_indices
 from .generator import Generator, alphas_cumprod
 from .nets import CodecWidths, OneDCNets
 from .rans import RansReader
@@ -45,6 +46,22 @@ class DecodeUnit(nn.Module):
 
     def forward(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
         return self.model.render(y_hat, z_hat)
+
+
+class PriorUnit(nn.Module):
+    """Pass k's prior as one graph: (z_hat, y_hat decoded so far) -> (scales, means). What a host without
+    torch would run in another runtime; `benchmarks.prior_agreement` counts where such a runtime picks
+    another scale index than torch's."""
+
+    def __init__(self, nets: OneDCNets, k: int):
+        super().__init__()
+        self.nets, self.k = nets, k
+
+    def forward(self, z_hat: torch.Tensor, y_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, params = self.nets.hyper(z_hat)
+        if self.k == 0:
+            return self.nets.split(params)
+        return self.nets.spatial_prior(self.k, y_hat, self.nets.common(params))
 
 
 class OneDCModel(CodecModel):
@@ -180,6 +197,29 @@ class OneDCModel(CodecModel):
         h, w = rgb.shape[:2]
         data = container.write(h, w, y_stream, z_indices, levels)
         return data, {"y": y.numpy(), "z": z.numpy(), "z_indices": z_indices, "y_hat": y_hat, "record": record}
+
+    @staticmethod
+    def prior_indices(scales: np.ndarray) -> np.ndarray:
+        """The CDF index each scale selects (what must agree between encoder and decoder)."""
+        return scale_indices(np.ascontiguousarray(scales, np.float32))
+
+    def prior_units(self) -> list[nn.Module]:
+        """The four passes' priors as graphs (PriorUnit): inputs z_hat and y_hat so far."""
+        return [PriorUnit(self.host_nets(), k).eval() for k in range(4)]
+
+    @torch.no_grad()
+    def prior_inputs(self, rgb: np.ndarray) -> dict:
+        """What the priors see when the encoder codes `rgb`: z_hat, per pass the y_hat so far and the torch
+        prior's scales, and the masks of the positions each pass codes."""
+        payload, _ = self.write_payload(rgb)
+        host = self.read_payload(payload)
+        y_hat = host["y_hat"]
+        masks = [m[None] for m in passes.pass_masks(self.widths.bottleneck_ch, *y_hat.shape[2:])]
+        before, acc = [], np.zeros_like(y_hat)
+        for mask in masks:  # before pass k: y_hat on the earlier passes' positions, zeros elsewhere
+            before.append(acc.copy())
+            acc = acc + y_hat * mask
+        return {"z_hat": host["z_hat"], "y_hat_before": before, "masks": masks}
 
     # --- the decode graph ----------------------------------------------------------------------------
     def render(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
