@@ -163,6 +163,20 @@ def latency_table(report: dict) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
+def int8_kernel_lines(results: list[dict]) -> list[str]:
+    """Why an INT8 graph is or is not faster on a runtime: its convolutions and matmuls that ran as integer
+    kernels and those left float (runtime info `int8_kernels`; ONNX Runtime's CPU provider reports it)."""
+    lines = []
+    for r in results:
+        for size, k in (r.get("details") or {}).get("int8_kernels", {}).items():
+            integer = ", ".join(f"{op} {n}" for op, n in k["integer"].items()) or "none"
+            lines.append(f"- {r['runtime']} {bundle_label(r)} {size}: {sum(k['integer'].values())} integer kernels "
+                         f"({integer}), {k['float_conv_matmul']} convolutions/matmuls in float")
+    if not lines:
+        return []
+    return ["", "INT8 graphs as the runtime ran them (integer kernels vs float convolutions/matmuls):", "", *lines]
+
+
 def to_markdown(report: dict) -> str:
     results, bundles, facts = report["results"], report_bundles(report), header_facts(report)
     ok = [r for r in results if "error" not in r]
@@ -187,6 +201,7 @@ def to_markdown(report: dict) -> str:
         lines.append(f"| {r['runtime']} | {bundle_label(r)} | {r['precision']} | {size_label(r)} | "
                      + " | ".join(_ms(st.get(k)) for k, _ in STAGES)
                      + f" | {_num(r['gflops'], '{:.2f}')} | {_num(r.get('graph_gflops_per_s'))} |")
+    lines += int8_kernel_lines(ok)
     if failed:
         lines += ["", "Runtimes that did not run:", ""]
         lines += [f"- **{r['runtime']}** {size_label(r)}: {r['error']}" for r in failed]

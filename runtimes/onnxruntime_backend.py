@@ -18,6 +18,8 @@ from .bundled import BundleDecoder
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 FINGERPRINT_KEY = "edgecodec.fingerprint"  # graph metadata written at export (export.onnx_export.stamp)
 DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(float16)": np.float16}
+# what an optimised graph runs convolutions and matmuls as when they are not integer kernels
+FLOAT_KERNELS = ("Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm")
 
 
 def provider_chain(device: str, cache_dir: Path, precision: str, cuda_graph: bool = True,
@@ -86,6 +88,7 @@ class OrtDecoder(BundleDecoder):
         self.io_binding = device != "cpu" if io_binding is None else io_binding
         self.cuda_graph, self.conv_algo_search = cuda_graph and device != "cpu", conv_algo_search
         self.notes: list[str] = []
+        self.kernels: dict[str, dict] = {}  # INT8 graphs on the CPU: size -> int8_kernels()
         self.cache_dir = cache_root() / "ort"
         super().__init__(bundle, sizes)
         self.name = f"onnxruntime-{device}"
@@ -95,13 +98,33 @@ class OrtDecoder(BundleDecoder):
             raise RuntimeUnavailable(f"bundle {self.bundle.root} has no ONNX graph (export with --format onnx)")
         return self.bundle.path(graph["files"]["onnx"]).read_bytes()
 
-    def _session(self, model: bytes, precision: str, cuda_graph: bool):
+    def _session(self, model: bytes, precision: str, cuda_graph: bool, optimized_path: str | None = None):
         opts = self.ort.SessionOptions()
         opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
             opts.intra_op_num_threads = self.threads
+        if optimized_path:
+            opts.optimized_model_filepath = optimized_path
         providers = provider_chain(self.device, self.cache_dir, precision, cuda_graph, self.conv_algo_search)
         return self.ort.InferenceSession(model, sess_options=opts, providers=providers)
+
+    def int8_kernels(self, model: bytes, precision: str) -> dict | None:
+        """What the CPU provider made of an INT8 graph: the convolutions and matmuls it runs as integer
+        kernels (QLinearConv, ...) and those left float behind a DequantizeLinear, read off the graph it
+        optimised (a second session writes it; only INT8 graphs on the CPU pay for it)."""
+        if precision != "int8" or self.device != "cpu":
+            return None
+        import tempfile
+        from collections import Counter
+
+        import onnx
+
+        with tempfile.TemporaryDirectory(prefix="edgecodec-ort-") as tmp:
+            path = str(Path(tmp) / "optimized.onnx")
+            self._session(model, precision, False, optimized_path=path)
+            ops = Counter(n.op_type for n in onnx.load(path).graph.node)
+        integer = {k: v for k, v in sorted(ops.items()) if k.startswith("QLinear") or k.endswith("Integer")}
+        return {"integer": integer, "float_conv_matmul": sum(ops[k] for k in FLOAT_KERNELS)}
 
     def compile_graph(self, model: bytes, graph: dict):
         if self.device == "tensorrt":
@@ -116,6 +139,9 @@ class OrtDecoder(BundleDecoder):
             # CUDA graphs need every node on the GPU; run without capture rather than not at all
             self.notes.append(f"CUDA graph off: {str(exc).splitlines()[0][:160]}")
             session = self._session(model, precision, False)
+        kernels = self.int8_kernels(model, precision)
+        if kernels is not None:
+            self.kernels[f"{graph['size'][0]}x{graph['size'][1]}"] = kernels
         wanted = PROVIDERS[self.device]
         if session.get_providers()[0] != wanted:
             # onnxruntime-gpu silently falls back to CPU: refuse rather than mislabel the result
@@ -147,6 +173,8 @@ class OrtDecoder(BundleDecoder):
                    "bundle": str(self.bundle.root), "io_binding": self.io_binding, "notes": self.notes}
         if self.device != "cpu":
             details["provider_options"] = options
+        if self.kernels:
+            details["int8_kernels"] = self.kernels
         return RuntimeInfo(self.name, device, self.bundle.precision, providers, details)
 
 

@@ -345,3 +345,21 @@ def test_quantize_package_imports_neither_torch_nor_nncf():
             "assert 'torch' not in sys.modules and 'nncf' not in sys.modules, sorted(sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
+
+
+def test_onnxruntime_cpu_says_which_int8_kernels_ran(ptq_bundle):
+    """info (and so bench) counts the INT8 graph's convolutions that ONNX Runtime's CPU provider runs as
+    integer kernels and those it leaves float: the TensorRT-shaped graph fuses almost none on a CPU."""
+    from edgecodec.benchmarks.report import int8_kernel_lines
+    from edgecodec.runtimes import create_decoder
+
+    decoder = create_decoder("onnxruntime-cpu", bundle=str(ptq_bundle.root))
+    kernels = decoder.info.details["int8_kernels"][f"{SIZE[0]}x{SIZE[1]}"]
+    integer = sum(kernels["integer"].values())
+    assert set(kernels) == {"integer", "float_conv_matmul"} and integer + kernels["float_conv_matmul"] > 0
+    assert all(op.startswith("QLinear") or op.endswith("Integer") for op in kernels["integer"])
+    line, = int8_kernel_lines([{"runtime": "onnxruntime-cpu", "bundle": "int8",
+                                "details": decoder.info.details}])[-1:]
+    assert f"{integer} integer kernels" in line and f"{kernels['float_conv_matmul']} convolutions" in line
+    fp32_like = create_decoder("openvino-cpu", bundle=str(ptq_bundle.root))
+    assert "int8_kernels" not in fp32_like.info.details  # only ONNX Runtime's CPU provider reports it
