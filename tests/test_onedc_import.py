@@ -260,3 +260,8 @@ def test_damaged_onedc_files_end_in_one_line(tmp_path, model):
             assert image.shape == (150, 100, 3)
             decoded += 1
     assert refused >= len(cases) - 24 and decoded + refused == len(cases)
+    from edgecodec import bitstream
+
+    lying = bitstream.wrap(model.codec.stream_spec(), good, 151, 100)  # an .edc whose header disagrees
+    with pytest.raises(StreamError, match="the header says 100x151"):
+        decoder.decode(lying)
