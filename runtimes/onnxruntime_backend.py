@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 import threading
 from pathlib import Path
 
@@ -103,26 +104,22 @@ class OrtDecoder(BundleDecoder):
         opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
             opts.intra_op_num_threads = self.threads
-        if optimized_path:
+        if optimized_path:  # read back for int8_kernels; ORT warns that such a file is machine-specific
             opts.optimized_model_filepath = optimized_path
+            opts.log_severity_level = 3
         providers = provider_chain(self.device, self.cache_dir, precision, cuda_graph, self.conv_algo_search)
         return self.ort.InferenceSession(model, sess_options=opts, providers=providers)
 
-    def int8_kernels(self, model: bytes, precision: str) -> dict | None:
-        """What the CPU provider made of an INT8 graph: the convolutions and matmuls it runs as integer
-        kernels (QLinearConv, ...) and those left float behind a DequantizeLinear, read off the graph it
-        optimised (a second session writes it; only INT8 graphs on the CPU pay for it)."""
-        if precision != "int8" or self.device != "cpu":
-            return None
-        import tempfile
+    @staticmethod
+    def int8_kernels(optimized_path: str) -> dict:
+        """What the CPU provider made of an INT8 graph, read off the optimised graph its session wrote: the
+        convolutions and matmuls it runs as integer kernels (QLinearConv, ...) and those left float behind a
+        DequantizeLinear."""
         from collections import Counter
 
         import onnx
 
-        with tempfile.TemporaryDirectory(prefix="edgecodec-ort-") as tmp:
-            path = str(Path(tmp) / "optimized.onnx")
-            self._session(model, precision, False, optimized_path=path)
-            ops = Counter(n.op_type for n in onnx.load(path).graph.node)
+        ops = Counter(n.op_type for n in onnx.load(optimized_path).graph.node)
         integer = {k: v for k, v in sorted(ops.items()) if k.startswith("QLinear") or k.endswith("Integer")}
         return {"integer": integer, "float_conv_matmul": sum(ops[k] for k in FLOAT_KERNELS)}
 
@@ -131,17 +128,20 @@ class OrtDecoder(BundleDecoder):
             for sub in ("engines", "timing"):
                 (self.cache_dir / sub).mkdir(parents=True, exist_ok=True)
         precision = graph.get("precision", self.bundle.precision)
-        try:
-            session = self._session(model, precision, self.cuda_graph)
-        except Exception as exc:  # noqa: BLE001 - ORT raises plain RuntimeError/Fail for both causes
-            if not self.cuda_graph or "graph" not in str(exc).lower():
-                raise
-            # CUDA graphs need every node on the GPU; run without capture rather than not at all
-            self.notes.append(f"CUDA graph off: {str(exc).splitlines()[0][:160]}")
-            session = self._session(model, precision, False)
-        kernels = self.int8_kernels(model, precision)
-        if kernels is not None:
-            self.kernels[f"{graph['size'][0]}x{graph['size'][1]}"] = kernels
+        if precision == "int8" and self.device == "cpu":  # the session writes the graph it optimised
+            with tempfile.TemporaryDirectory(prefix="edgecodec-ort-") as tmp:
+                path = str(Path(tmp) / "optimized.onnx")
+                session = self._session(model, precision, False, optimized_path=path)
+                self.kernels[f"{graph['size'][0]}x{graph['size'][1]}"] = self.int8_kernels(path)
+        else:
+            try:
+                session = self._session(model, precision, self.cuda_graph)
+            except Exception as exc:  # noqa: BLE001 - ORT raises plain RuntimeError/Fail for both causes
+                if not self.cuda_graph or "graph" not in str(exc).lower():
+                    raise
+                # CUDA graphs need every node on the GPU; run without capture rather than not at all
+                self.notes.append(f"CUDA graph off: {str(exc).splitlines()[0][:160]}")
+                session = self._session(model, precision, False)
         wanted = PROVIDERS[self.device]
         if session.get_providers()[0] != wanted:
             # onnxruntime-gpu silently falls back to CPU: refuse rather than mislabel the result
