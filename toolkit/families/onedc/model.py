@@ -152,12 +152,13 @@ class OneDCModel(CodecModel):
         with torch.autocast("cpu", enabled=False):
             _, params = self.host_nets().hyper(z_hat)
             t2 = time.perf_counter()
-            prior_s = [0.0]
+            prior, prior_s = self._prior(params, seen), 0.0
 
-            def timed(k, y_hat, prior=self._prior(params, seen)):
+            def timed(k: int, y_hat: np.ndarray):  # the priors' share, apart from the entropy decoder's
+                nonlocal prior_s
                 t = time.perf_counter()
                 out = prior(k, y_hat)
-                prior_s[0] += time.perf_counter() - t
+                prior_s += time.perf_counter() - t
                 return out
 
             n, (h16, w16) = self.widths.bottleneck_ch, params.shape[2:]
@@ -166,8 +167,8 @@ class OneDCModel(CodecModel):
             reader = None if self.cfg.z_only else RansReader(y_stream)
             y_hat, record = passes.decode_y(reader, timed, n, h16, w16, z_only=self.cfg.z_only)
         t3 = time.perf_counter()
-        timings = {"parse_ms": (t1 - t0) * 1e3, "hyper_ms": (t2 - t1) * 1e3, "prior_ms": prior_s[0] * 1e3,
-                   "entropy_ms": (t3 - t2 - prior_s[0]) * 1e3}
+        timings = {"parse_ms": (t1 - t0) * 1e3, "hyper_ms": (t2 - t1) * 1e3, "prior_ms": prior_s * 1e3,
+                   "entropy_ms": (t3 - t2 - prior_s) * 1e3}
         return {"height": height, "width": width, "z_indices": z_indices, "z_hat": z_hat.numpy(),
                 "y_hat": y_hat, "record": record, "timings": timings}
 
@@ -211,15 +212,15 @@ class OneDCModel(CodecModel):
     def prior_inputs(self, rgb: np.ndarray) -> dict:
         """What the priors see when the encoder codes `rgb`: z_hat, per pass the y_hat so far and the torch
         prior's scales, and the masks of the positions each pass codes."""
-        payload, _ = self.write_payload(rgb)
-        host = self.read_payload(payload)
-        y_hat = host["y_hat"]
+        _, enc = self.write_payload(rgb)  # the encoder's y_hat is the decoder's (tested), no decode needed
+        y_hat = enc["y_hat"]
         masks = [m[None] for m in passes.pass_masks(self.widths.bottleneck_ch, *y_hat.shape[2:])]
         before, acc = [], np.zeros_like(y_hat)
         for mask in masks:  # before pass k: y_hat on the earlier passes' positions, zeros elsewhere
             before.append(acc.copy())
             acc = acc + y_hat * mask
-        return {"z_hat": host["z_hat"], "y_hat_before": before, "masks": masks}
+        return {"z_hat": container.fsq_codes(enc["z_indices"], self.cfg.fsq_levels), "y_hat_before": before,
+                "masks": masks}
 
     # --- the decode graph ----------------------------------------------------------------------------
     def render(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
